@@ -1,0 +1,719 @@
+//! The YAML config: schema, defaults and validation.
+//!
+//! Field-level checks run inside deserialization, so that serde reports them
+//! with the line and column of the offending value. Checks that span several
+//! fields of a target run on the whole target and name it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::hooks::HookCommand;
+use crate::render::dotenv::Dialect;
+use crate::schedule::Schedule;
+pub use crate::secret::Field;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    InvalidNoPosition { path: PathBuf, message: String },
+    #[error("cannot read {what} {path}: {source}")]
+    ReadCredential {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the environment variable {name} (auth.passphrase_env) is not set")]
+    PassphraseEnvMissing { name: String },
+    #[error(
+        "{path} uses ${{CREDENTIALS_DIRECTORY}}, which is not set (it is set by systemd's LoadCredential=)"
+    )]
+    NoCredentialsDirectory { path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub auth: Auth,
+    /// Default schedule of every target.
+    #[serde(default)]
+    pub schedule: Option<ScheduleExpr>,
+    /// IANA time zone of cron schedules; UTC when absent.
+    #[serde(default, deserialize_with = "de_timezone")]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The exact base URL the server believes it has, without trailing slash.
+    #[serde(deserialize_with = "de_url")]
+    pub url: String,
+    /// Pin of the server's OpenPGP key; normalized upper-case hex.
+    #[serde(default, deserialize_with = "de_fingerprint")]
+    pub fingerprint: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_path")]
+    pub ca_file: Option<PathBuf>,
+    /// HTTP timeout for one request.
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    #[serde(deserialize_with = "de_uuid")]
+    pub user_id: String,
+    #[serde(deserialize_with = "de_path")]
+    pub private_key_file: PathBuf,
+    #[serde(default, deserialize_with = "de_opt_path")]
+    pub passphrase_file: Option<PathBuf>,
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
+}
+
+/// A schedule as written, checked for syntax when read. The time zone is
+/// applied when the daemon builds its plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleExpr(pub String);
+
+impl<'de> Deserialize<'de> for ScheduleExpr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Schedule::parse(&s, None).map_err(serde::de::Error::custom)?;
+        Ok(ScheduleExpr(s))
+    }
+}
+
+impl fmt::Display for ScheduleExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Raw,
+    Dotenv,
+    Json,
+    Template,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissing {
+    /// Leave the file as it is and log an error.
+    #[default]
+    Keep,
+    Remove,
+    Fail,
+}
+
+/// How a target or variable names its resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Selector {
+    /// By id: stable across renames, the recommended form.
+    Id(String),
+    /// By name, optionally narrowed to a folder path.
+    Name {
+        name: String,
+        folder: Option<String>,
+    },
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Id(id) => write!(f, "resource {id}"),
+            Selector::Name { name, folder: None } => write!(f, "resource named {name:?}"),
+            Selector::Name {
+                name,
+                folder: Some(folder),
+            } => write!(f, "resource named {name:?} in folder {folder:?}"),
+        }
+    }
+}
+
+/// One variable of a dotenv or json target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarSpec {
+    pub selector: Selector,
+    pub field: Field,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVar {
+    #[serde(default, deserialize_with = "de_opt_uuid")]
+    resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_folder")]
+    folder: Option<String>,
+    #[serde(default)]
+    field: Option<Field>,
+}
+
+impl<'de> Deserialize<'de> for VarSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawVar::deserialize(d)?;
+        let selector = selector(raw.resource, raw.name, raw.folder, false)
+            .map_err(serde::de::Error::custom)?
+            .ok_or_else(|| {
+                serde::de::Error::custom("a variable needs `resource` (an id) or `name`")
+            })?;
+        Ok(VarSpec {
+            selector,
+            field: raw.field.unwrap_or(Field::Password),
+        })
+    }
+}
+
+fn selector(
+    resource: Option<String>,
+    name: Option<String>,
+    folder: Option<String>,
+    folder_alone_ok: bool,
+) -> Result<Option<Selector>, String> {
+    match (resource, name, folder) {
+        (Some(_), Some(_), _) => Err("give either `resource` or `name`, not both".into()),
+        (Some(_), None, Some(_)) => {
+            Err("`folder` narrows a `name`; a `resource` id needs no folder".into())
+        }
+        (Some(id), None, None) => Ok(Some(Selector::Id(id))),
+        (None, Some(name), folder) => Ok(Some(Selector::Name { name, folder })),
+        (None, None, Some(_)) if folder_alone_ok => Ok(None),
+        (None, None, Some(_)) => Err("`folder` alone selects nothing here; add `name`".into()),
+        (None, None, None) => Ok(None),
+    }
+}
+
+/// Where the content of a target comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// One field of one resource (`raw`).
+    Field(VarSpec),
+    /// Named variables and/or every resource of a folder (`dotenv`, `json`).
+    Vars {
+        vars: BTreeMap<String, VarSpec>,
+        folder: Option<String>,
+        /// Field taken from each resource of `folder`.
+        folder_field: Field,
+    },
+    /// A template file (`template`).
+    Template(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: PathBuf,
+    pub format: Format,
+    pub source: Source,
+    pub dialect: Dialect,
+    pub mode: u32,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub create_dirs: bool,
+    pub on_change: Option<HookCommand>,
+    pub hook_timeout: Duration,
+    pub on_missing: OnMissing,
+    pub schedule: Option<ScheduleExpr>,
+    pub timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    #[serde(deserialize_with = "de_path")]
+    path: PathBuf,
+    format: Format,
+    #[serde(default, deserialize_with = "de_opt_uuid")]
+    resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_folder")]
+    folder: Option<String>,
+    #[serde(default)]
+    field: Option<Field>,
+    #[serde(default, deserialize_with = "de_vars")]
+    vars: Option<BTreeMap<String, VarSpec>>,
+    #[serde(default, deserialize_with = "de_opt_path")]
+    template: Option<PathBuf>,
+    #[serde(default)]
+    dialect: Option<Dialect>,
+    #[serde(default, deserialize_with = "de_mode")]
+    mode: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_id_or_name")]
+    owner: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_id_or_name")]
+    group: Option<String>,
+    #[serde(default)]
+    create_dirs: bool,
+    #[serde(default)]
+    on_change: Option<HookCommand>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    hook_timeout: Option<Duration>,
+    #[serde(default)]
+    on_missing: OnMissing,
+    #[serde(default)]
+    schedule: Option<ScheduleExpr>,
+    #[serde(default, deserialize_with = "de_timezone")]
+    timezone: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawTarget::deserialize(d)?;
+        Target::try_from(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<RawTarget> for Target {
+    type Error = String;
+
+    fn try_from(r: RawTarget) -> Result<Self, String> {
+        let at = r.path.display().to_string();
+        let fail = |msg: String| Err(format!("target {at}: {msg}"));
+        let source = match r.format {
+            Format::Raw => {
+                if r.vars.is_some() || r.template.is_some() {
+                    return fail("a raw target takes one `resource` (or `name`) and a `field`, not `vars` or `template`".into());
+                }
+                match selector(r.resource, r.name, r.folder, false) {
+                    Ok(Some(selector)) => Source::Field(VarSpec {
+                        selector,
+                        field: r.field.unwrap_or(Field::Password),
+                    }),
+                    Ok(None) => {
+                        return fail("a raw target needs `resource` (an id) or `name`".into());
+                    }
+                    Err(e) => return fail(e),
+                }
+            }
+            Format::Dotenv | Format::Json => {
+                if r.resource.is_some() || r.name.is_some() || r.template.is_some() {
+                    return fail(format!(
+                        "a {} target takes `vars` and/or a whole `folder`, not `resource`, `name` or `template`",
+                        if r.format == Format::Dotenv {
+                            "dotenv"
+                        } else {
+                            "json"
+                        }
+                    ));
+                }
+                let vars = r.vars.unwrap_or_default();
+                if vars.is_empty() && r.folder.is_none() {
+                    return fail("give `vars` or a `folder` to take every resource from".into());
+                }
+                if r.field.is_some() && r.folder.is_none() {
+                    return fail(
+                        "`field` applies to a whole `folder`; each variable has its own `field`"
+                            .into(),
+                    );
+                }
+                Source::Vars {
+                    vars,
+                    folder: r.folder,
+                    folder_field: r.field.unwrap_or(Field::Password),
+                }
+            }
+            Format::Template => {
+                if r.resource.is_some()
+                    || r.name.is_some()
+                    || r.vars.is_some()
+                    || r.folder.is_some()
+                    || r.field.is_some()
+                {
+                    return fail("a template target takes only `template` (the template file); the template names its resources".into());
+                }
+                match r.template {
+                    Some(t) => Source::Template(t),
+                    None => {
+                        return fail(
+                            "a template target needs `template`, the path of the template file"
+                                .into(),
+                        );
+                    }
+                }
+            }
+        };
+        if r.dialect.is_some() && r.format != Format::Dotenv {
+            return fail("`dialect` applies to dotenv targets only".into());
+        }
+        Ok(Target {
+            path: r.path,
+            format: r.format,
+            source,
+            dialect: r.dialect.unwrap_or_default(),
+            mode: r.mode.unwrap_or(0o600),
+            owner: r.owner,
+            group: r.group,
+            create_dirs: r.create_dirs,
+            on_change: r.on_change,
+            hook_timeout: r.hook_timeout.unwrap_or(Duration::from_secs(30)),
+            on_missing: r.on_missing,
+            schedule: r.schedule,
+            timezone: r.timezone,
+        })
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` names it in errors and anchors relative
+    /// paths (a template next to the config).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
+        config.check_targets(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for t in &mut config.targets {
+            if let Source::Template(tpl) = &mut t.source
+                && tpl.is_relative()
+            {
+                *tpl = base.join(&*tpl);
+            }
+        }
+        if config.auth.private_key_file.is_relative() {
+            config.auth.private_key_file = base.join(&config.auth.private_key_file);
+        }
+        if let Some(p) = &mut config.auth.passphrase_file
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
+        Ok(config)
+    }
+
+    fn check_targets(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::InvalidNoPosition {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.auth.passphrase_file.is_some() && self.auth.passphrase_env.is_some() {
+            return Err(invalid(
+                "auth: give `passphrase_file` or `passphrase_env`, not both".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.targets {
+            if !seen.insert(&t.path) {
+                return Err(invalid(format!(
+                    "target {} appears twice: two targets cannot write one file",
+                    t.path.display()
+                )));
+            }
+            let expr = t.schedule.as_ref().or(self.schedule.as_ref());
+            let tz = t.timezone.as_deref().or(self.timezone.as_deref());
+            if let Some(expr) = expr {
+                Schedule::parse(&expr.0, tz)
+                    .map_err(|e| invalid(format!("target {}: schedule: {e}", t.path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The schedule of a target: its own, else the global one, else every 5 minutes.
+    pub fn schedule_of(&self, target: &Target) -> Schedule {
+        let expr = target
+            .schedule
+            .as_ref()
+            .or(self.schedule.as_ref())
+            .map(|s| s.0.as_str())
+            .unwrap_or(DEFAULT_SCHEDULE);
+        let tz = target.timezone.as_deref().or(self.timezone.as_deref());
+        Schedule::parse(expr, tz).expect("schedules are validated when the config is loaded")
+    }
+}
+
+pub const DEFAULT_SCHEDULE: &str = "every 5m";
+
+impl Auth {
+    /// Reads the private key file (armored).
+    pub fn read_private_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ConfigError> {
+        let path = expand(&self.private_key_file)?;
+        std::fs::read(&path)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|source| ConfigError::ReadCredential {
+                what: "the private key file",
+                path,
+                source,
+            })
+    }
+
+    /// The passphrase, from its file (one trailing newline dropped) or
+    /// its environment variable; `None` for an unprotected key.
+    pub fn read_passphrase(&self) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, ConfigError> {
+        if let Some(file) = &self.passphrase_file {
+            let path = expand(file)?;
+            let mut data = std::fs::read(&path).map_err(|source| ConfigError::ReadCredential {
+                what: "the passphrase file",
+                path,
+                source,
+            })?;
+            if data.last() == Some(&b'\n') {
+                data.pop();
+                if data.last() == Some(&b'\r') {
+                    data.pop();
+                }
+            }
+            return Ok(Some(zeroize::Zeroizing::new(data)));
+        }
+        if let Some(name) = &self.passphrase_env {
+            return match std::env::var_os(name) {
+                Some(v) => Ok(Some(zeroize::Zeroizing::new(v.into_encoded_bytes()))),
+                None => Err(ConfigError::PassphraseEnvMissing { name: name.clone() }),
+            };
+        }
+        Ok(None)
+    }
+}
+
+/// Expands `${CREDENTIALS_DIRECTORY}`, which systemd sets for units with
+/// `LoadCredential=`. Other `$` sequences are left alone: they may be part
+/// of a real file name.
+pub fn expand(path: &Path) -> Result<PathBuf, ConfigError> {
+    const VAR: &str = "${CREDENTIALS_DIRECTORY}";
+    let s = path.to_string_lossy();
+    if !s.contains(VAR) {
+        return Ok(path.to_path_buf());
+    }
+    let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
+        ConfigError::NoCredentialsDirectory {
+            path: s.to_string(),
+        }
+    })?;
+    Ok(PathBuf::from(s.replace(VAR, &dir)))
+}
+
+fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
+    let text = e.to_string();
+    match e.location() {
+        Some(loc) => {
+            // serde_yaml appends " at line L column C"; we put the position first.
+            let message = match text.rfind(" at line ") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            };
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: loc.line(),
+                column: loc.column(),
+                message,
+            }
+        }
+        None => ConfigError::InvalidNoPosition {
+            path: path.to_path_buf(),
+            message: text,
+        },
+    }
+}
+
+fn de_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_url(&s).map_err(serde::de::Error::custom)
+}
+
+/// Checks a server URL and returns it without trailing slash.
+pub fn check_url(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("invalid server URL {s:?}: {e}"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "server URL {s:?} must not have a query or fragment"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("server URL {s:?} must not carry credentials"));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if !loopback {
+                return Err(format!(
+                    "server URL {s:?}: http:// is refused except on loopback; use https://"
+                ));
+            }
+        }
+        other => return Err(format!("server URL {s:?}: unsupported scheme {other:?}")),
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+fn de_fingerprint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let fp = crate::pgp::normalize_fingerprint(&s);
+    if fp.len() != 40 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(serde::de::Error::custom(format!(
+            "fingerprint {s:?} is not 40 hexadecimal digits"
+        )));
+    }
+    Ok(Some(fp))
+}
+
+fn check_uuid(s: &str) -> Result<String, String> {
+    uuid::Uuid::parse_str(s)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| format!("{s:?} is not a UUID"))
+}
+
+fn de_uuid<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_uuid(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_uuid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(s) => check_uuid(&s).map(Some).map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
+}
+
+fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Err(serde::de::Error::custom("empty path"));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(s) if s.is_empty() => Err(serde::de::Error::custom("empty path")),
+        Some(s) => Ok(Some(PathBuf::from(s))),
+        None => Ok(None),
+    }
+}
+
+fn de_opt_folder<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(s) => {
+            let norm = normalize_folder(&s);
+            if norm.is_empty() {
+                return Err(serde::de::Error::custom("empty folder path"));
+            }
+            Ok(Some(norm))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `"/Production//myapp/"` and `"Production/myapp"` name the same folder.
+pub fn normalize_folder(s: &str) -> String {
+    s.split('/')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn de_vars<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, VarSpec>>, D::Error> {
+    let vars = Option::<BTreeMap<String, VarSpec>>::deserialize(d)?;
+    if let Some(vars) = &vars {
+        for name in vars.keys() {
+            crate::render::dotenv::validate_name(name).map_err(serde::de::Error::custom)?;
+        }
+    }
+    Ok(vars)
+}
+
+fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Text(String),
+        Number(u32),
+    }
+    match Option::<Mode>::deserialize(d)? {
+        None => Ok(None),
+        Some(Mode::Text(s)) => crate::write::parse_mode(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        // YAML reads an unquoted 0640 as octal 0o640 = 416 only in YAML 1.1;
+        // serde_yaml reads it as decimal 640. Refuse the ambiguity.
+        Some(Mode::Number(n)) => Err(serde::de::Error::custom(format!(
+            "mode {n}: quote file modes, e.g. mode: \"0640\""
+        ))),
+    }
+}
+
+fn de_opt_id_or_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum IdOrName {
+        Name(String),
+        Id(u32),
+    }
+    Ok(match Option::<IdOrName>::deserialize(d)? {
+        None => None,
+        Some(IdOrName::Name(s)) if s.is_empty() => {
+            return Err(serde::de::Error::custom("empty user or group name"));
+        }
+        Some(IdOrName::Name(s)) => Some(s),
+        Some(IdOrName::Id(n)) => Some(n.to_string()),
+    })
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(s) => humantime::parse_duration(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+fn de_timezone<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(s) => match s.parse::<chrono_tz::Tz>() {
+            Ok(_) => Ok(Some(s)),
+            Err(_) => Err(serde::de::Error::custom(format!(
+                "unknown time zone {s:?}: use an IANA name such as Europe/Berlin"
+            ))),
+        },
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,675 @@
+//! Request handling of the dev server. One dispatcher matches method and
+//! path, like the real server's routes, and every answer goes through the
+//! same envelope as passbolt's `AppController::success()` and error renderer.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{Event, RefreshRow, State};
+use crate::passbolt::model::{ChallengeRequest, Claims};
+
+pub(super) fn router(state: Arc<State>) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+const OK: &str = "The operation was successful.";
+const AUTH_REQUIRED: &str = "Authentication is required to continue";
+const INVALID_CREDENTIALS: &str = "The credentials are invalid.";
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn envelope(state: &State, status: StatusCode, path: &str, message: &str, body: Value) -> Response {
+    let ok = status.is_success();
+    let mut header = json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "status": if ok { "success" } else { "error" },
+        "servertime": now(),
+        "action": uuid::Uuid::new_v4().to_string(),
+        "message": message,
+        "url": path,
+        "code": status.as_u16(),
+    });
+    if let Value::Array(items) = &body {
+        header["pagination"] = json!({"limit": null, "page": 1, "count": items.len()});
+    }
+    let _ = state;
+    let mut resp = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"header": header, "body": body}).to_string(),
+    )
+        .into_response();
+    // The real server expires its session cookies on JWT requests.
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "passbolt_session=deleted; expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; path=/",
+        ),
+    );
+    resp
+}
+
+fn error(state: &State, status: StatusCode, path: &str, message: &str) -> Response {
+    envelope(state, status, path, message, Value::String(String::new()))
+}
+
+fn success(state: &State, path: &str, body: Value) -> Response {
+    envelope(state, StatusCode::OK, path, OK, body)
+}
+
+async fn dispatch(
+    AxState(state): AxState<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let faults = state.data().faults.clone();
+    if let Some(delay) = faults.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let path = uri.path().to_string();
+    let resp = match faults.status_for_all {
+        Some(code) => error(
+            &state,
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &path,
+            "An internal error occurred.",
+        ),
+        None => route(&state, &method, &uri, &headers, &body).await,
+    };
+    state.data().events.push(Event::Request {
+        method: method.to_string(),
+        path,
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+async fn route(
+    state: &Arc<State>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let path = uri.path();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    match (method.clone(), path) {
+        (Method::GET, "/auth/verify.json") => verify(state, path),
+        (Method::GET, "/healthcheck/status.json") => {
+            envelope(state, StatusCode::OK, path, "OK", json!("OK"))
+        }
+        (Method::GET, "/settings.json") => success(
+            state,
+            path,
+            json!({"app": {"url": format!("{}/", state.base_url)},
+                   "passbolt": {"plugins": {"jwtAuthentication": {"enabled": true}}}}),
+        ),
+        (Method::GET, "/auth/jwt/jwks.json") => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"keys": [state.jwt.jwk()]}).to_string(),
+        )
+            .into_response(),
+        (Method::POST, "/auth/jwt/login.json") | (Method::POST, "/auth/jwt/login") => {
+            login(state.clone(), path, body.clone()).await
+        }
+        (Method::POST, "/auth/jwt/refresh.json") => refresh(state, path, headers, body),
+        (Method::POST, "/auth/jwt/logout.json") => match authenticate(state, path, headers) {
+            Ok(user) => logout(state, path, &user, body),
+            Err(r) => r,
+        },
+        (Method::GET, _) if path.ends_with(".json") => match authenticate(state, path, headers) {
+            Ok(user) => read(state, path, &query, &user),
+            Err(r) => r,
+        },
+        (_, _) if !path.ends_with(".json") => error(
+            state,
+            StatusCode::NOT_FOUND,
+            path,
+            "Please use .json extension in URL or accept application/json.",
+        ),
+        _ => error(
+            state,
+            StatusCode::NOT_FOUND,
+            path,
+            "The requested address was not found.",
+        ),
+    }
+}
+
+fn verify(state: &State, path: &str) -> Response {
+    let key = if state.data().faults.announce_other_key {
+        state.other_key.public()
+    } else {
+        state.server_key.public()
+    };
+    success(
+        state,
+        path,
+        json!({"fingerprint": key.fingerprint(), "keydata": key.armored()}),
+    )
+}
+
+/// The bearer token's user, or the 401 (or MFA 302) the real server gives.
+fn authenticate(state: &State, path: &str, headers: &HeaderMap) -> Result<String, Response> {
+    let unauthorized = || error(state, StatusCode::UNAUTHORIZED, path, AUTH_REQUIRED);
+    {
+        let mut data = state.data();
+        if data.faults.unauthorized_next > 0 {
+            data.faults.unauthorized_next -= 1;
+            return Err(unauthorized());
+        }
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    let claims: Claims = state.jwt.verify(token).ok_or_else(unauthorized)?;
+    if claims.exp <= now() || state.account(&claims.sub).is_none() {
+        return Err(unauthorized());
+    }
+    if state.data().mfa_pending.contains(token) {
+        let mut resp = (StatusCode::FOUND, "").into_response();
+        resp.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_str(&format!("{}/mfa/verify/error.json", state.base_url))
+                .expect("ASCII"),
+        );
+        return Err(resp);
+    }
+    Ok(claims.sub)
+}
+
+fn issue_access_token(state: &State, user_id: &str) -> String {
+    state.jwt.issue(&Claims {
+        iss: format!("{}/", state.base_url),
+        sub: user_id.to_string(),
+        exp: now() + state.opts.access_token_ttl.as_secs() as i64,
+    })
+}
+
+fn new_refresh_token(state: &State, user_id: &str) -> String {
+    let token = uuid::Uuid::new_v4().to_string();
+    state.data().refresh_tokens.insert(
+        token.clone(),
+        RefreshRow {
+            user_id: user_id.to_string(),
+            active: true,
+            created: now(),
+        },
+    );
+    token
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok()
+}
+
+async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => {
+            return error(
+                &state,
+                StatusCode::BAD_REQUEST,
+                path,
+                "This is not a valid Ajax/Json request.",
+            );
+        }
+    };
+    let user_id = request
+        .get("user_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let reject = |reason: &str| {
+        state.data().events.push(Event::LoginRejected {
+            user_id: user_id.clone(),
+            reason: reason.to_string(),
+        });
+        error(&state, StatusCode::BAD_REQUEST, path, INVALID_CREDENTIALS)
+    };
+    if !is_uuid(&user_id) {
+        return reject("The user id is missing or invalid.");
+    }
+    let Some(account) = state.account(&user_id) else {
+        state.data().events.push(Event::LoginRejected {
+            user_id: user_id.clone(),
+            reason: "The user does not exist or has been deleted.".into(),
+        });
+        return error(
+            &state,
+            StatusCode::NOT_FOUND,
+            path,
+            "The user does not exist or is not active or has been deleted.",
+        );
+    };
+    let Some(challenge) = request
+        .get("challenge")
+        .and_then(Value::as_str)
+        .filter(|c| c.contains("-----BEGIN PGP MESSAGE-----"))
+    else {
+        return reject("The user challenge is missing or invalid.");
+    };
+    let st = state.clone();
+    let user_key = account.key.clone();
+    let challenge = challenge.to_string();
+    let decrypted = tokio::task::spawn_blocking(move || {
+        st.server_key
+            .decrypt_verify(&user_key, challenge.as_bytes())
+    })
+    .await
+    .expect("decryption task");
+    let plaintext = match decrypted {
+        Ok(p) => p,
+        Err(e) => return reject(&format!("Decryption failed. {e}")),
+    };
+    // The server decodes with a depth limit of 2: a flat object only.
+    let flat: serde_json::Map<String, Value> = match serde_json::from_slice(&plaintext) {
+        Ok(Value::Object(m)) if m.values().all(|v| !v.is_object() && !v.is_array()) => m,
+        _ => return reject("The challenge is invalid. Deserialization failed."),
+    };
+    let challenge: ChallengeRequest = match serde_json::from_value(Value::Object(flat)) {
+        Ok(c) => c,
+        Err(_) => return reject("The challenge is invalid. Validation Failed."),
+    };
+    if challenge.domain.trim_end_matches('/') != state.base_url.trim_end_matches('/') {
+        return reject(&format!(
+            "The domain is invalid. Expected: {}/ and got {}",
+            state.base_url, challenge.domain
+        ));
+    }
+    if challenge.version != "1.0.0" {
+        return reject("The version is invalid.");
+    }
+    let expiry = match &challenge.verify_token_expiry {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse::<i64>().ok(),
+        _ => None,
+    };
+    let Some(expiry) = expiry else {
+        return reject("Invalid verify token expiry.");
+    };
+    if expiry > now() + 3600 {
+        return reject("Invalid verify token expiry.");
+    }
+    if expiry < now() {
+        return reject("Attempt to access an expired verify token.");
+    }
+    if !is_uuid(&challenge.verify_token) {
+        return reject("Invalid verify token format.");
+    }
+    if !state
+        .data()
+        .verify_tokens
+        .insert((challenge.verify_token.clone(), user_id.clone()))
+    {
+        return reject("Verify token has been already used in the past.");
+    }
+
+    let faults = state.data().faults.clone();
+    let access_token = issue_access_token(&state, &user_id);
+    let refresh_token = new_refresh_token(&state, &user_id);
+    let mut response = json!({
+        "version": "1.0.0",
+        "domain": faults.wrong_domain.clone().unwrap_or_else(|| format!("{}/", state.base_url)),
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "verify_token": if faults.wrong_verify_token { uuid::Uuid::new_v4().to_string() } else { challenge.verify_token.clone() },
+    });
+    if !account.mfa.is_empty() {
+        response["providers"] = json!(account.mfa);
+        state.data().mfa_pending.insert(access_token.clone());
+    }
+    let st = state.clone();
+    let encrypted = tokio::task::spawn_blocking(move || {
+        let signer = if faults.sign_with_other_key {
+            &st.other_key
+        } else {
+            &st.server_key
+        };
+        signer.encrypt_and_sign(&account.key, response.to_string().as_bytes())
+    })
+    .await
+    .expect("encryption task");
+    match encrypted {
+        Ok(armored) => {
+            state.data().events.push(Event::Login { user_id });
+            envelope(
+                &state,
+                StatusCode::OK,
+                path,
+                "The authentication was a success.",
+                json!({"challenge": armored}),
+            )
+        }
+        Err(_) => error(
+            &state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            path,
+            "An internal error occurred.",
+        ),
+    }
+}
+
+/// Checks a refresh token as `JwtRefreshTokenAuthenticator` does and
+/// deactivates it. Returns the refused response on failure.
+fn consume_refresh_token(
+    state: &State,
+    path: &str,
+    user_id: Option<&str>,
+    token: &str,
+) -> Result<(), Response> {
+    let bad = |message: &str| error(state, StatusCode::BAD_REQUEST, path, message);
+    let mut data = state.data();
+    let row = data
+        .refresh_tokens
+        .get_mut(token)
+        .filter(|r| user_id.is_none_or(|u| r.user_id == u));
+    match row {
+        None => {
+            data.events.push(Event::RefreshRejected {
+                token: token.to_string(),
+                reason: "not found".into(),
+            });
+            Err(bad(
+                "No active refresh token matching the request could be found.",
+            ))
+        }
+        Some(row) if !row.active => {
+            data.events.push(Event::RefreshReuse {
+                token: token.to_string(),
+            });
+            Err(bad("The refresh token provided was already used."))
+        }
+        Some(row) if row.created + state.opts.refresh_token_ttl.as_secs() as i64 <= now() => {
+            row.active = false;
+            Err(bad("Expired refresh token provided."))
+        }
+        Some(row) => {
+            row.active = false;
+            Ok(())
+        }
+    }
+}
+
+fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+    let has_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|c| c.split(';').any(|p| p.trim().starts_with("refresh_token=")));
+    if has_cookie {
+        return error(
+            state,
+            StatusCode::FORBIDDEN,
+            path,
+            "Missing or incorrect CSRF cookie type.",
+        );
+    }
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let token = request
+        .get("refresh_token")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let user_id = request.get("user_id").and_then(Value::as_str).unwrap_or("");
+    if !is_uuid(token) {
+        return error(
+            state,
+            StatusCode::BAD_REQUEST,
+            path,
+            "The refresh token should be a valid UUID.",
+        );
+    }
+    if !is_uuid(user_id) {
+        return error(
+            state,
+            StatusCode::BAD_REQUEST,
+            path,
+            "The user ID should be a valid UUID.",
+        );
+    }
+    if state.account(user_id).is_some_and(|a| !a.mfa.is_empty()) {
+        let mut resp = (StatusCode::FOUND, "").into_response();
+        resp.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_str(&format!("{}/mfa/verify/error.json", state.base_url))
+                .expect("ASCII"),
+        );
+        return resp;
+    }
+    if let Err(resp) = consume_refresh_token(state, path, Some(user_id), token) {
+        return resp;
+    }
+    let access_token = issue_access_token(state, user_id);
+    let next = new_refresh_token(state, user_id);
+    state.data().events.push(Event::Refresh {
+        user_id: user_id.to_string(),
+        token: token.to_string(),
+    });
+    let mut resp = success(state, path, json!({"access_token": access_token}));
+    if !state.data().faults.omit_refresh_cookie {
+        let expires =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + state.opts.refresh_token_ttl);
+        let cookie = format!(
+            "refresh_token={next}; expires={expires}; Max-Age={}; path=/; secure; HttpOnly",
+            state.opts.refresh_token_ttl.as_secs()
+        );
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&cookie).expect("ASCII cookie"),
+        );
+    }
+    resp
+}
+
+fn logout(state: &State, path: &str, user_id: &str, body: &Bytes) -> Response {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    match request.get("refresh_token").and_then(Value::as_str) {
+        Some(token) => {
+            if let Err(resp) = consume_refresh_token(state, path, Some(user_id), token) {
+                return resp;
+            }
+            state.data().events.push(Event::Logout {
+                user_id: user_id.to_string(),
+                token: Some(token.to_string()),
+            });
+        }
+        None => {
+            // An empty body logs out every session of the account.
+            let mut data = state.data();
+            for row in data.refresh_tokens.values_mut() {
+                if row.user_id == user_id {
+                    row.active = false;
+                }
+            }
+            data.events.push(Event::Logout {
+                user_id: user_id.to_string(),
+                token: None,
+            });
+        }
+    }
+    success(state, path, Value::String(String::new()))
+}
+
+fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) -> Response {
+    let has = |key: &str| query.iter().any(|(k, _)| k == key);
+    match path {
+        "/users/me.json" => {
+            let account = state.account(user_id).expect("authenticated user exists");
+            success(
+                state,
+                path,
+                json!({
+                    "id": account.id, "username": account.username, "active": true, "deleted": false,
+                    "is_mfa_enabled": !account.mfa.is_empty(),
+                    "gpgkey": {
+                        "id": super::seed::gpgkey_id(&account.id), "user_id": account.id,
+                        "armored_key": account.key.armored(), "fingerprint": account.key.fingerprint(),
+                    },
+                }),
+            )
+        }
+        "/resource-types.json" => success(
+            state,
+            path,
+            Value::Array(
+                super::seed::RESOURCE_TYPES
+                    .iter()
+                    .map(|(id, slug, name)| json!({"id": id, "slug": slug, "name": name, "definition": {"resource": {}, "secret": {}}, "deleted": null}))
+                    .collect(),
+            ),
+        ),
+        "/resources.json" => {
+            let ids: Vec<&str> = query
+                .iter()
+                .filter(|(k, _)| k == "filter[has-id][]" || k == "filter[has-id]")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let data = state.data();
+            let items: Vec<Value> = data
+                .resources
+                .iter()
+                .filter(|r| r.seed.readers.iter().any(|u| u == user_id))
+                .filter(|r| !has("filter[has-id][]") && !has("filter[has-id]") || ids.contains(&r.seed.id.as_str()))
+                .map(|r| resource_json(state, r, user_id, has("contain[secret]")))
+                .collect();
+            drop(data);
+            success(state, path, Value::Array(items))
+        }
+        "/folders.json" => {
+            let data = state.data();
+            let items: Vec<Value> = data
+                .folders
+                .iter()
+                .map(|f| {
+                    let mut v = json!({"id": f.seed.id, "folder_parent_id": f.seed.parent, "personal": false});
+                    match &f.metadata {
+                        Some(m) => {
+                            v["metadata"] = json!(m);
+                            v["metadata_key_id"] = json!(state.metadata_key_id);
+                            v["metadata_key_type"] = json!("shared_key");
+                        }
+                        None => v["name"] = json!(f.seed.name),
+                    }
+                    v
+                })
+                .collect();
+            drop(data);
+            success(state, path, Value::Array(items))
+        }
+        "/metadata/keys.json" => {
+            let envelope = state.data().metadata_envelopes.get(user_id).cloned();
+            let privates = if has("contain[metadata_private_keys]") {
+                envelope
+                    .map(|data| vec![json!({"id": uuid::Uuid::new_v4().to_string(), "metadata_key_id": state.metadata_key_id, "user_id": user_id, "data": data})])
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            success(
+                state,
+                path,
+                json!([{
+                    "id": state.metadata_key_id,
+                    "fingerprint": state.metadata_key.fingerprint(),
+                    "armored_key": state.metadata_key.public().armored(),
+                    "expired": null, "deleted": null,
+                    "metadata_private_keys": privates,
+                }]),
+            )
+        }
+        "/metadata/session-keys.json" => success(state, path, json!([])),
+        _ => {
+            if let Some(id) = path.strip_prefix("/secrets/resource/").and_then(|p| p.strip_suffix(".json")) {
+                if !is_uuid(id) {
+                    return error(state, StatusCode::BAD_REQUEST, path, "The resource identifier should be a valid UUID.");
+                }
+                let data = state.data();
+                let secret = data
+                    .resources
+                    .iter()
+                    .find(|r| r.seed.id == id)
+                    .and_then(|r| r.secrets.get(user_id).map(|s| (r.seed.id.clone(), s.clone())));
+                drop(data);
+                return match secret {
+                    Some((rid, s)) => success(state, path, json!({"id": uuid::Uuid::new_v4().to_string(), "user_id": user_id, "resource_id": rid, "data": s})),
+                    None => error(state, StatusCode::NOT_FOUND, path, "The secret does not exist."),
+                };
+            }
+            if let Some(id) = path.strip_prefix("/resources/").and_then(|p| p.strip_suffix(".json")) {
+                if !is_uuid(id) {
+                    return error(state, StatusCode::BAD_REQUEST, path, "The resource identifier should be a valid UUID.");
+                }
+                let data = state.data();
+                let item = data
+                    .resources
+                    .iter()
+                    .find(|r| r.seed.id == id && r.seed.readers.iter().any(|u| u == user_id))
+                    .map(|r| resource_json(state, r, user_id, has("contain[secret]")));
+                drop(data);
+                return match item {
+                    Some(v) => success(state, path, v),
+                    None => error(state, StatusCode::NOT_FOUND, path, "The resource does not exist."),
+                };
+            }
+            error(state, StatusCode::NOT_FOUND, path, "The requested address was not found.")
+        }
+    }
+}
+
+fn resource_json(
+    state: &State,
+    r: &super::StoredResource,
+    user_id: &str,
+    with_secret: bool,
+) -> Value {
+    let s = &r.seed;
+    let mut v = json!({
+        "id": s.id,
+        "resource_type_id": super::seed::type_id(&s.slug),
+        "folder_parent_id": s.folder_id,
+        "personal": s.readers.len() == 1,
+        "deleted": false,
+        "expired": null,
+        "created": r.modified,
+        "modified": r.modified,
+    });
+    match &r.metadata {
+        Some(m) => {
+            v["metadata"] = json!(m);
+            v["metadata_key_id"] = json!(r.metadata_key_id);
+            v["metadata_key_type"] = json!(r.metadata_key_type);
+        }
+        None => {
+            v["name"] = json!(s.name);
+            v["username"] = json!(s.username);
+            v["uri"] = json!(s.uris.first());
+            v["description"] = json!(s.description);
+        }
+    }
+    if with_secret {
+        let secrets: Vec<Value> = r
+            .secrets
+            .get(user_id)
+            .map(|data| vec![json!({"id": uuid::Uuid::new_v4().to_string(), "user_id": user_id, "resource_id": s.id, "data": data})])
+            .unwrap_or_default();
+        v["secrets"] = json!(secrets);
+    }
+    let _ = state;
+    v
+}

@@ -1,0 +1,47 @@
+//! The read endpoints, typed. Each is one request through the session,
+//! which handles tokens and the 401 retry.
+
+use super::ClientError;
+use super::model::{Folder, Me, MetadataKey, Resource, ResourceType};
+use super::session::Session;
+
+pub async fn me(s: &Session) -> Result<Me, ClientError> {
+    s.get("/users/me.json").await
+}
+
+pub async fn resource_types(s: &Session) -> Result<Vec<ResourceType>, ClientError> {
+    s.get("/resource-types.json").await
+}
+
+/// `/resources.json`, with the caller's secrets when `with_secrets` (one
+/// request for a whole run) and restricted to `ids` when given.
+pub async fn resources(
+    s: &Session,
+    with_secrets: bool,
+    ids: Option<&[String]>,
+) -> Result<Vec<Resource>, ClientError> {
+    let mut query = Vec::new();
+    // The server includes a contain as soon as the key is present, even
+    // with value 0: leave it out instead.
+    if with_secrets {
+        query.push("contain%5Bsecret%5D=1".to_string());
+    }
+    for id in ids.unwrap_or_default() {
+        query.push(format!("filter%5Bhas-id%5D%5B%5D={id}"));
+    }
+    let path = if query.is_empty() {
+        "/resources.json".to_string()
+    } else {
+        format!("/resources.json?{}", query.join("&"))
+    };
+    s.get(&path).await
+}
+
+pub async fn folders(s: &Session) -> Result<Vec<Folder>, ClientError> {
+    s.get("/folders.json").await
+}
+
+pub async fn metadata_keys(s: &Session) -> Result<Vec<MetadataKey>, ClientError> {
+    s.get("/metadata/keys.json?contain%5Bmetadata_private_keys%5D=1")
+        .await
+}

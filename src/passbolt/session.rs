@@ -1,0 +1,647 @@
+//! Login, token refresh and logout: the JWT session with one passbolt server.
+//!
+//! Tokens live only here, in types that never print. A refresh token is
+//! taken out of the state before it is sent, so no code path can present it
+//! twice, not even after a timeout; any refresh failure falls back to a full
+//! login. The token state sits behind an async mutex, which serializes
+//! refreshes and logins.
+
+use std::sync::Arc;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use super::ClientError;
+use super::model::{
+    AccessTokenBody, ChallengeBody, ChallengeRequest, ChallengeResponse, Claims, Envelope,
+    VerifyBody,
+};
+use crate::pgp::{PrivateKey, PublicKey};
+
+pub const PROTOCOL_VERSION: &str = "1.0.0";
+
+/// Refresh when the access token has less than this left.
+pub const REFRESH_MARGIN: i64 = 60;
+
+/// How far in the future the challenge's verify token expires. The server
+/// accepts up to one hour; two minutes covers a slow round trip.
+const VERIFY_TOKEN_LIFETIME: i64 = 120;
+
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Base URL without trailing slash.
+    pub base_url: String,
+    pub user_id: String,
+    /// Pinned server key fingerprint, upper-case hex.
+    pub fingerprint: Option<String>,
+    /// Extra PEM trust roots, added to the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+struct AccessToken {
+    value: Zeroizing<String>,
+    exp: i64,
+}
+
+struct RefreshToken(Zeroizing<String>);
+
+#[derive(Default)]
+struct Tokens {
+    access: Option<AccessToken>,
+    refresh: Option<RefreshToken>,
+}
+
+/// Counters for logs, STATUS and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionStats {
+    pub logins: u64,
+    pub refreshes: u64,
+    pub refresh_failures: u64,
+}
+
+pub struct Session {
+    http: reqwest::Client,
+    opts: SessionOptions,
+    key: Arc<PrivateKey>,
+    server_key: StdMutex<Option<PublicKey>>,
+    tokens: Mutex<Tokens>,
+    /// Server clock minus local clock, in seconds, from `header.servertime`.
+    skew: AtomicI64,
+    logins: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("base_url", &self.opts.base_url)
+            .field("user_id", &self.opts.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response read whole, before its status is interpreted.
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub set_cookies: Vec<String>,
+    pub body: Vec<u8>,
+}
+
+impl Session {
+    pub fn new(opts: SessionOptions, key: Arc<PrivateKey>) -> Result<Session, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("passbolt-sync/", env!("CARGO_PKG_VERSION")))
+            // A 302 means "MFA required" in passbolt; following it would hide that.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10).min(opts.timeout))
+            .timeout(opts.timeout);
+        if let Some(pem) = &opts.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Tls(format!("server.ca_file: {e}")))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Tls(format!("cannot set up HTTPS: {e}")))?;
+        Ok(Session {
+            http,
+            opts,
+            key,
+            server_key: StdMutex::new(None),
+            tokens: Mutex::new(Tokens::default()),
+            skew: AtomicI64::new(0),
+            logins: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            refresh_failures: AtomicU64::new(0),
+        })
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.opts
+    }
+
+    pub fn user_key(&self) -> &Arc<PrivateKey> {
+        &self.key
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            logins: self.logins.load(Ordering::Relaxed),
+            refreshes: self.refreshes.load(Ordering::Relaxed),
+            refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Current time by the server's clock, as far as we know it.
+    pub fn server_now(&self) -> i64 {
+        now() + self.skew.load(Ordering::Relaxed)
+    }
+
+    /// The server's OpenPGP key, once `verify_server` has run.
+    pub fn server_key(&self) -> Option<PublicKey> {
+        self.server_key.lock().expect("not poisoned").clone()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.opts.base_url, path)
+    }
+
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<Reply, ClientError> {
+        let url = self.url(path);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.opts.base_url, &e))?;
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let set_cookies = resp
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| unreachable(&self.opts.base_url, &e))?
+            .to_vec();
+        tracing::trace!(%path, status = status.as_u16(), bytes = body.len(), "response");
+        Ok(Reply {
+            status,
+            location,
+            set_cookies,
+            body,
+        })
+    }
+
+    /// Decodes a success envelope, or turns the reply into the error its
+    /// status means.
+    pub(crate) fn decode<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        reply: &Reply,
+    ) -> Result<T, ClientError> {
+        if reply.status == StatusCode::FOUND
+            && reply
+                .location
+                .as_deref()
+                .is_some_and(|l| l.contains("/mfa/verify"))
+        {
+            return Err(ClientError::MfaRequired {
+                providers: Vec::new(),
+            });
+        }
+        let envelope: Result<Envelope<serde_json::Value>, _> = serde_json::from_slice(&reply.body);
+        if let Ok(env) = &envelope
+            && let Some(t) = env.header.servertime
+        {
+            self.skew.store(t - now(), Ordering::Relaxed);
+        }
+        if !reply.status.is_success() {
+            let message = envelope
+                .as_ref()
+                .map(|e| e.header.message.clone())
+                .unwrap_or_default();
+            return Err(status_error(path, reply.status, message));
+        }
+        let envelope = envelope.map_err(|e| ClientError::Malformed {
+            path: path.to_string(),
+            detail: format!("not a passbolt JSON envelope: {e}"),
+        })?;
+        if envelope.header.status != "success" {
+            return Err(ClientError::Malformed {
+                path: path.to_string(),
+                detail: format!(
+                    "header.status is {:?} with HTTP {}",
+                    envelope.header.status, reply.status
+                ),
+            });
+        }
+        serde_json::from_value(envelope.body).map_err(|e| ClientError::Malformed {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// `GET /auth/verify.json`: the server's key, checked against the pin,
+    /// against its own announced fingerprint, and against the key this
+    /// process saw before.
+    pub async fn verify_server(&self) -> Result<PublicKey, ClientError> {
+        let path = "/auth/verify.json";
+        let reply = self.send(Method::GET, path, None, None::<&()>).await?;
+        let body: VerifyBody = self.decode(path, &reply)?;
+        let key =
+            PublicKey::from_armor(body.keydata.as_bytes()).map_err(|e| ClientError::Malformed {
+                path: path.into(),
+                detail: format!("keydata: {e}"),
+            })?;
+        let announced = crate::pgp::normalize_fingerprint(&body.fingerprint);
+        if key.fingerprint() != announced {
+            return Err(ClientError::ServerKeyInconsistent {
+                announced,
+                actual: key.fingerprint(),
+            });
+        }
+        if let Some(pin) = &self.opts.fingerprint
+            && *pin != key.fingerprint()
+        {
+            return Err(ClientError::PinMismatch {
+                expected: pin.clone(),
+                actual: key.fingerprint(),
+            });
+        }
+        let mut known = self.server_key.lock().expect("not poisoned");
+        if self.opts.fingerprint.is_none()
+            && let Some(previous) = known.as_ref()
+            && previous.fingerprint() != key.fingerprint()
+        {
+            return Err(ClientError::ServerKeyChanged {
+                previous: previous.fingerprint(),
+                current: key.fingerprint(),
+            });
+        }
+        *known = Some(key.clone());
+        Ok(key)
+    }
+
+    /// A full login; replaces whatever tokens the session had.
+    pub async fn login(&self) -> Result<(), ClientError> {
+        let mut tokens = self.tokens.lock().await;
+        self.login_locked(&mut tokens).await
+    }
+
+    async fn login_locked(&self, tokens: &mut Tokens) -> Result<(), ClientError> {
+        // Forget the old tokens first: whatever happens next, they are not
+        // to be used again by this process.
+        tokens.access = None;
+        tokens.refresh = None;
+        let server_key = self.verify_server().await?;
+        let verify_token = uuid::Uuid::new_v4().to_string();
+        let request = ChallengeRequest {
+            version: PROTOCOL_VERSION.into(),
+            domain: self.opts.base_url.clone(),
+            verify_token: verify_token.clone(),
+            verify_token_expiry: (self.server_now() + VERIFY_TOKEN_LIFETIME).into(),
+        };
+        let plaintext = serde_json::to_vec(&request).expect("serializable");
+        let key = self.key.clone();
+        let sk = server_key.clone();
+        let challenge = tokio::task::spawn_blocking(move || key.encrypt_and_sign(&sk, &plaintext))
+            .await
+            .expect("encryption task")
+            .map_err(|source| ClientError::Crypto {
+                what: "the login challenge".into(),
+                source,
+            })?;
+        let path = "/auth/jwt/login.json";
+        let body = serde_json::json!({ "user_id": self.opts.user_id, "challenge": challenge });
+        let reply = self.send(Method::POST, path, None, Some(&body)).await?;
+        let body: ChallengeBody = match self.decode(path, &reply) {
+            Ok(b) => b,
+            Err(ClientError::Http {
+                status: 400,
+                message,
+                ..
+            }) => {
+                return Err(ClientError::LoginRefused {
+                    user_id: self.opts.user_id.clone(),
+                    message,
+                });
+            }
+            Err(ClientError::Http { status: 404, .. }) => {
+                return Err(ClientError::UserNotFound {
+                    user_id: self.opts.user_id.clone(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let key = self.key.clone();
+        let sk = server_key.clone();
+        let plaintext = tokio::task::spawn_blocking(move || {
+            key.decrypt_verify(&sk, body.challenge.as_bytes())
+        })
+        .await
+        .expect("decryption task")
+        .map_err(|e| {
+            ClientError::ServerNotAuthenticated(format!(
+                "the login response does not decrypt and verify with the server key {}: {e}",
+                server_key.fingerprint()
+            ))
+        })?;
+        let response: ChallengeResponse =
+            serde_json::from_slice(&plaintext).map_err(|e| ClientError::Malformed {
+                path: path.into(),
+                detail: format!("decrypted login response: {e}"),
+            })?;
+        if response.verify_token != verify_token {
+            return Err(ClientError::ServerNotAuthenticated(
+                "the login response does not echo our verify_token".into(),
+            ));
+        }
+        if response.version != PROTOCOL_VERSION {
+            return Err(ClientError::ServerNotAuthenticated(format!(
+                "the login response has protocol version {:?}, expected {PROTOCOL_VERSION:?}",
+                response.version
+            )));
+        }
+        if response.domain.trim_end_matches('/') != self.opts.base_url.trim_end_matches('/') {
+            return Err(ClientError::ServerNotAuthenticated(format!(
+                "the login response is for domain {:?}, not {:?}",
+                response.domain, self.opts.base_url
+            )));
+        }
+        if let Some(providers) = response.providers.filter(|p| !p.is_empty()) {
+            return Err(ClientError::MfaRequired { providers });
+        }
+        let exp = token_exp(&response.access_token).ok_or_else(|| ClientError::Malformed {
+            path: path.into(),
+            detail: "the access token is not a JWT with an exp claim".into(),
+        })?;
+        tokens.access = Some(AccessToken {
+            value: Zeroizing::new(response.access_token),
+            exp,
+        });
+        tokens.refresh = Some(RefreshToken(Zeroizing::new(response.refresh_token)));
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(user_id = %self.opts.user_id, server = %self.opts.base_url, "logged in");
+        Ok(())
+    }
+
+    /// Uses the refresh token, which is gone from the state whatever the
+    /// outcome. Returns an error when no new access token came back.
+    async fn refresh_locked(&self, tokens: &mut Tokens) -> Result<(), ClientError> {
+        let Some(RefreshToken(old)) = tokens.refresh.take() else {
+            return Err(ClientError::NoRefreshToken);
+        };
+        let path = "/auth/jwt/refresh.json";
+        let body =
+            serde_json::json!({ "user_id": self.opts.user_id, "refresh_token": old.as_str() });
+        let reply = match self.send(Method::POST, path, None, Some(&body)).await {
+            // The connection was never made, so the token never left this
+            // process: keeping it is not a replay.
+            Err(e @ ClientError::Unreachable { connect: true, .. }) => {
+                tokens.refresh = Some(RefreshToken(old));
+                return Err(e);
+            }
+            other => other?,
+        };
+        drop(old);
+        let decoded: AccessTokenBody = self.decode(path, &reply)?;
+        let exp = token_exp(&decoded.access_token).ok_or_else(|| ClientError::Malformed {
+            path: path.into(),
+            detail: "the access token is not a JWT with an exp claim".into(),
+        })?;
+        tokens.access = Some(AccessToken {
+            value: Zeroizing::new(decoded.access_token),
+            exp,
+        });
+        match refresh_cookie(&reply.set_cookies) {
+            Some(next) => tokens.refresh = Some(RefreshToken(next)),
+            // The old token is spent; the next renewal will be a login.
+            None => tracing::warn!("the refresh response carried no refresh_token cookie"),
+        }
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("access token refreshed");
+        Ok(())
+    }
+
+    /// Renews the access token: refresh if we hold a refresh token, login
+    /// when that fails or when we hold none.
+    async fn renew_locked(&self, tokens: &mut Tokens) -> Result<(), ClientError> {
+        if tokens.refresh.is_some() {
+            match self.refresh_locked(tokens).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_outage() => {
+                    // The token may or may not have been spent; it is gone
+                    // either way, and a login now would hit the same outage.
+                    self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "token refresh failed; logging in again");
+                }
+            }
+        }
+        self.login_locked(tokens).await
+    }
+
+    /// A valid access token, renewed first when it is expired or within
+    /// `REFRESH_MARGIN` seconds of expiry by the server's clock.
+    pub async fn access_token(&self) -> Result<Zeroizing<String>, ClientError> {
+        let mut tokens = self.tokens.lock().await;
+        let fresh = tokens
+            .access
+            .as_ref()
+            .is_some_and(|a| a.exp - self.server_now() > REFRESH_MARGIN);
+        if !fresh {
+            self.renew_locked(&mut tokens).await?;
+        }
+        Ok(tokens
+            .access
+            .as_ref()
+            .map(|a| a.value.clone())
+            .expect("renewal sets an access token"))
+    }
+
+    /// Renews after the server refused `rejected`, unless another task
+    /// already replaced it.
+    async fn renew_after_401(&self, rejected: &str) -> Result<Zeroizing<String>, ClientError> {
+        let mut tokens = self.tokens.lock().await;
+        let same = tokens
+            .access
+            .as_ref()
+            .is_some_and(|a| a.value.as_str() == rejected);
+        if same || tokens.access.is_none() {
+            tokens.access = None;
+            self.renew_locked(&mut tokens).await?;
+        }
+        Ok(tokens
+            .access
+            .as_ref()
+            .map(|a| a.value.clone())
+            .expect("renewal sets an access token"))
+    }
+
+    /// An authenticated GET. A 401 gets one renewal and one retry.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let token = self.access_token().await?;
+        let reply = self
+            .send(Method::GET, path, Some(&token), None::<&()>)
+            .await?;
+        if reply.status != StatusCode::UNAUTHORIZED {
+            return self.decode(path, &reply);
+        }
+        tracing::debug!(%path, "401; renewing the access token and retrying once");
+        let token = self.renew_after_401(&token).await?;
+        let reply = self
+            .send(Method::GET, path, Some(&token), None::<&()>)
+            .await?;
+        if reply.status == StatusCode::UNAUTHORIZED {
+            return Err(ClientError::Unauthorized { path: path.into() });
+        }
+        self.decode(path, &reply)
+    }
+
+    /// Revokes this process's refresh token, and only it: an empty body
+    /// would log out every session of the account on every machine.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        let mut tokens = self.tokens.lock().await;
+        let Some(RefreshToken(refresh)) = tokens.refresh.take() else {
+            return Ok(());
+        };
+        let fresh = tokens
+            .access
+            .as_ref()
+            .is_some_and(|a| a.exp - self.server_now() > 5);
+        let access = if fresh {
+            tokens.access.as_ref().map(|a| a.value.clone())
+        } else {
+            None
+        };
+        let Some(access) = access else {
+            // Logout needs a valid bearer token. Refreshing to get one would
+            // mint a new refresh token just to revoke it: leave the spent
+            // one to expire server-side instead.
+            tracing::debug!("access token expired; refresh token left to expire");
+            tokens.access = None;
+            return Ok(());
+        };
+        tokens.access = None;
+        let path = "/auth/jwt/logout.json";
+        let body = serde_json::json!({ "refresh_token": refresh.as_str() });
+        let reply = self
+            .send(Method::POST, path, Some(&access), Some(&body))
+            .await?;
+        let _: serde_json::Value = self.decode(path, &reply)?;
+        tracing::info!("logged out (own refresh token revoked)");
+        Ok(())
+    }
+
+    /// Whether a refresh token is held (for tests and status).
+    pub async fn has_refresh_token(&self) -> bool {
+        self.tokens.lock().await.refresh.is_some()
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn unreachable(base: &str, e: &reqwest::Error) -> ClientError {
+    // reqwest's Display stops at the outermost layer; the cause chain says
+    // whether it was a refused connection, DNS or TLS.
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    ClientError::Unreachable {
+        url: base.to_string(),
+        detail,
+        connect: e.is_connect(),
+    }
+}
+
+fn status_error(path: &str, status: StatusCode, message: String) -> ClientError {
+    let path = path.to_string();
+    let code = status.as_u16();
+    if status == StatusCode::UNAUTHORIZED {
+        ClientError::Unauthorized { path }
+    } else if status.is_server_error() {
+        ClientError::ServerError {
+            path,
+            status: code,
+            message,
+        }
+    } else {
+        ClientError::Http {
+            path,
+            status: code,
+            message,
+        }
+    }
+}
+
+/// The `exp` claim of a JWT, read without checking the signature: the
+/// server checks it; we only need to know when to renew.
+pub fn token_exp(jwt: &str) -> Option<i64> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<Claims>(&bytes).ok().map(|c| c.exp)
+}
+
+/// The value of `refresh_token=` among Set-Cookie headers. Parsed by hand:
+/// the server marks it `secure` even over plain HTTP, which a cookie jar
+/// would drop, and we must never send it back as a cookie anyway.
+pub fn refresh_cookie(set_cookies: &[String]) -> Option<Zeroizing<String>> {
+    set_cookies.iter().find_map(|c| {
+        let first = c.split(';').next()?.trim();
+        let (name, value) = first.split_once('=')?;
+        (name.trim() == "refresh_token" && !value.is_empty() && value != "deleted")
+            .then(|| Zeroizing::new(value.trim().to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_refresh_cookie_from_captured_header() {
+        let headers = vec![
+            "passbolt_session=abc; path=/; HttpOnly".to_string(),
+            "refresh_token=4d7f1f6c-1c0e-4f5e-8c63-2f4a0f1d7b11; expires=Mon, 28-Dec-2026 12:56:49 GMT; Max-Age=2592000; path=/; secure; HttpOnly".to_string(),
+        ];
+        assert_eq!(
+            refresh_cookie(&headers).as_deref().map(String::as_str),
+            Some("4d7f1f6c-1c0e-4f5e-8c63-2f4a0f1d7b11")
+        );
+        assert!(refresh_cookie(&headers[..1]).is_none());
+    }
+
+    #[test]
+    fn reads_exp_from_jwt() {
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"iss":"http://x/","sub":"u","exp":1795870902}"#);
+        assert_eq!(token_exp(&format!("e30.{claims}.sig")), Some(1795870902));
+        assert_eq!(token_exp("garbage"), None);
+    }
+}

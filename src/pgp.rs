@@ -1,0 +1,462 @@
+//! Everything OpenPGP, through sequoia; no other module touches it.
+//!
+//! The passbolt server runs GnuPG, so what we send stays RFC 4880: v4 keys,
+//! SEIPD v1, no AEAD. What we read is decrypted with the user's (or the
+//! metadata) key and, where the protocol makes the sender accountable, must
+//! carry a good signature from exactly the cert we expect.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::cert::prelude::*;
+use openpgp::crypto::{KeyPair, Password, SessionKey};
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
+};
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::SerializeInto;
+use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Signer};
+use openpgp::types::SymmetricAlgorithm;
+use openpgp::{Cert, Fingerprint, KeyHandle};
+use zeroize::Zeroizing;
+
+static POLICY: StandardPolicy<'static> = StandardPolicy::new();
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgpError {
+    #[error("cannot read the OpenPGP key: {0}")]
+    BadKey(String),
+    #[error("the OpenPGP key has no secret key material (is this the public key?)")]
+    NotSecret,
+    #[error("wrong passphrase for the OpenPGP key {fingerprint}")]
+    WrongPassphrase { fingerprint: String },
+    #[error("the OpenPGP key {fingerprint} has no usable {purpose} key")]
+    NoUsableKey {
+        fingerprint: String,
+        purpose: &'static str,
+    },
+    #[error("the OpenPGP key {fingerprint} is protected by a passphrase, and none was given")]
+    PassphraseNeeded { fingerprint: String },
+    #[error("cannot encrypt: {0}")]
+    Encrypt(String),
+    #[error("cannot decrypt the message: {0}")]
+    Decrypt(String),
+    #[error("the message is not signed by the expected key {expected}")]
+    BadSignature { expected: String },
+    #[error("the message is not encrypted")]
+    NotEncrypted,
+}
+
+/// A public certificate, for encrypting to and verifying.
+#[derive(Clone)]
+pub struct PublicKey {
+    cert: Cert,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({})", self.cert.fingerprint())
+    }
+}
+
+impl PublicKey {
+    pub fn from_armor(armored: &[u8]) -> Result<Self, PgpError> {
+        let cert = Cert::from_bytes(armored).map_err(|e| PgpError::BadKey(e.to_string()))?;
+        Ok(PublicKey {
+            cert: cert.strip_secret_key_material(),
+        })
+    }
+
+    /// Upper-case hex, 40 characters for v4 keys: the form passbolt uses.
+    pub fn fingerprint(&self) -> String {
+        self.cert.fingerprint().to_hex()
+    }
+
+    pub fn armored(&self) -> String {
+        String::from_utf8(self.cert.armored().to_vec().expect("serializing to memory"))
+            .expect("armor is ASCII")
+    }
+
+    pub fn cert(&self) -> &Cert {
+        &self.cert
+    }
+}
+
+/// An unlocked private key. Unlocking (passphrase KDF) costs tens of
+/// milliseconds, so it happens once; the keypairs are then shared by every
+/// decryption, including those running in parallel on the blocking pool.
+pub struct PrivateKey {
+    cert: Cert,
+    decryptors: Vec<KeyPair>,
+    signer: Option<KeyPair>,
+}
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PrivateKey({}, [unlocked])", self.cert.fingerprint())
+    }
+}
+
+impl PrivateKey {
+    /// Loads an armored (or binary) private key and unlocks it.
+    ///
+    /// Expired or revoked subkeys are kept for decryption: old messages may
+    /// have been encrypted to them.
+    pub fn load(data: &[u8], passphrase: Option<&[u8]>) -> Result<Self, PgpError> {
+        let cert = Cert::from_bytes(data).map_err(|e| PgpError::BadKey(e.to_string()))?;
+        if !cert.is_tsk() {
+            return Err(PgpError::NotSecret);
+        }
+        let fingerprint = cert.fingerprint().to_hex();
+        let password = passphrase.map(Password::from);
+        let unlock = |key: openpgp::packet::Key<
+            openpgp::packet::key::SecretParts,
+            openpgp::packet::key::UnspecifiedRole,
+        >|
+         -> Result<KeyPair, PgpError> {
+            let key = if key.secret().is_encrypted() {
+                let Some(pw) = &password else {
+                    return Err(PgpError::PassphraseNeeded {
+                        fingerprint: fingerprint.clone(),
+                    });
+                };
+                key.decrypt_secret(pw)
+                    .map_err(|_| PgpError::WrongPassphrase {
+                        fingerprint: fingerprint.clone(),
+                    })?
+            } else {
+                key
+            };
+            key.into_keypair()
+                .map_err(|e| PgpError::BadKey(e.to_string()))
+        };
+
+        let mut decryptors = Vec::new();
+        for ka in cert
+            .keys()
+            .with_policy(&POLICY, None)
+            .secret()
+            .for_transport_encryption()
+            .for_storage_encryption()
+        {
+            decryptors.push(unlock(ka.key().clone().role_into_unspecified())?);
+        }
+        if decryptors.is_empty() {
+            // A policy-rejected or expired subkey can still decrypt old messages.
+            for ka in cert.keys().secret() {
+                let flags = ka.self_signatures().next().and_then(|s| s.key_flags());
+                if flags.is_some_and(|f| f.for_transport_encryption() || f.for_storage_encryption())
+                {
+                    decryptors.push(unlock(ka.key().clone().role_into_unspecified())?);
+                }
+            }
+        }
+        if decryptors.is_empty() {
+            return Err(PgpError::NoUsableKey {
+                fingerprint,
+                purpose: "decryption",
+            });
+        }
+
+        // passbolt compares the signature's issuer with the primary key's
+        // fingerprint, so we sign with the primary key when it can sign.
+        let primary = cert.primary_key();
+        let primary_signs = cert
+            .with_policy(&POLICY, None)
+            .ok()
+            .and_then(|vc| vc.primary_key().key_flags())
+            .is_some_and(|f| f.for_signing());
+        let signer = if primary_signs {
+            Some(unlock(
+                primary
+                    .key()
+                    .clone()
+                    .parts_into_secret()
+                    .map_err(|_| PgpError::NotSecret)?
+                    .role_into_unspecified(),
+            )?)
+        } else {
+            cert.keys()
+                .with_policy(&POLICY, None)
+                .secret()
+                .for_signing()
+                .next()
+                .map(|ka| unlock(ka.key().clone().role_into_unspecified()))
+                .transpose()?
+        };
+
+        Ok(PrivateKey {
+            cert,
+            decryptors,
+            signer,
+        })
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.cert.fingerprint().to_hex()
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey {
+            cert: self.cert.clone().strip_secret_key_material(),
+        }
+    }
+
+    /// Encrypts `plaintext` to `recipient` and signs it with this key, as one
+    /// armored message (what `gpg --encrypt --sign --armor` makes).
+    pub fn encrypt_and_sign(
+        &self,
+        recipient: &PublicKey,
+        plaintext: &[u8],
+    ) -> Result<String, PgpError> {
+        let signer = self.signer.clone().ok_or_else(|| PgpError::NoUsableKey {
+            fingerprint: self.fingerprint(),
+            purpose: "signing",
+        })?;
+        encrypt(recipient, Some(signer), plaintext)
+    }
+
+    /// Decrypts a message and requires a good signature by `signer`.
+    pub fn decrypt_verify(
+        &self,
+        signer: &PublicKey,
+        message: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, PgpError> {
+        self.decrypt_inner(message, Some(signer))
+    }
+
+    /// Decrypts a message whatever its signatures. Only for what the
+    /// protocol does not sign or signs by a party we cannot know (the
+    /// metadata key envelope is signed by whichever admin shared it).
+    pub fn decrypt(&self, message: &[u8]) -> Result<Zeroizing<Vec<u8>>, PgpError> {
+        self.decrypt_inner(message, None)
+    }
+
+    fn decrypt_inner(
+        &self,
+        message: &[u8],
+        signer: Option<&PublicKey>,
+    ) -> Result<Zeroizing<Vec<u8>>, PgpError> {
+        let helper = Helper { key: self, signer };
+        let mut decryptor = DecryptorBuilder::from_bytes(message)
+            .map_err(|e| PgpError::Decrypt(e.to_string()))?
+            .with_policy(&POLICY, None, helper)
+            .map_err(classify)?;
+        // Plaintext read before an error is thrown away with the buffer.
+        let mut out = Zeroizing::new(Vec::new());
+        decryptor.read_to_end(&mut out).map_err(|e| {
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<HelperError>())
+            {
+                Some(h) => h.clone().into(),
+                None => PgpError::Decrypt(e.to_string()),
+            }
+        })?;
+        if !decryptor.message_processed() {
+            return Err(PgpError::Decrypt("the message was truncated".into()));
+        }
+        Ok(out)
+    }
+}
+
+/// Encrypts without signing: used by the dev server to seed secrets and by
+/// tests. `signer` adds a signature when given.
+pub fn encrypt(
+    recipient: &PublicKey,
+    signer: Option<KeyPair>,
+    plaintext: &[u8],
+) -> Result<String, PgpError> {
+    let enc = |e: anyhow::Error| PgpError::Encrypt(e.to_string());
+    let recipients: Vec<_> = recipient
+        .cert
+        .keys()
+        .with_policy(&POLICY, None)
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption()
+        .for_storage_encryption()
+        .collect();
+    if recipients.is_empty() {
+        return Err(PgpError::NoUsableKey {
+            fingerprint: recipient.fingerprint(),
+            purpose: "encryption",
+        });
+    }
+    let mut sink = Vec::new();
+    {
+        let message = Message::new(&mut sink);
+        let message = Armorer::new(message).build().map_err(enc)?;
+        let message = Encryptor::for_recipients(message, recipients)
+            .symmetric_algo(SymmetricAlgorithm::AES256)
+            .build()
+            .map_err(enc)?;
+        let message = match signer {
+            Some(kp) => Signer::new(message, kp)
+                .map_err(enc)?
+                .build()
+                .map_err(enc)?,
+            None => message,
+        };
+        let mut w = LiteralWriter::new(message).build().map_err(enc)?;
+        w.write_all(plaintext)
+            .map_err(|e| PgpError::Encrypt(e.to_string()))?;
+        w.finalize().map_err(enc)?;
+    }
+    Ok(String::from_utf8(sink).expect("armor is ASCII"))
+}
+
+/// Errors the helper raises, kept typed so they survive sequoia's
+/// `anyhow` wrapping.
+#[derive(Debug, Clone, thiserror::Error)]
+enum HelperError {
+    #[error("no signature by {0}")]
+    BadSignature(String),
+    #[error("not encrypted")]
+    NotEncrypted,
+    #[error("no key to decrypt")]
+    NoKey,
+}
+
+impl From<HelperError> for PgpError {
+    fn from(e: HelperError) -> Self {
+        match e {
+            HelperError::BadSignature(expected) => PgpError::BadSignature { expected },
+            HelperError::NotEncrypted => PgpError::NotEncrypted,
+            HelperError::NoKey => {
+                PgpError::Decrypt("the message is not encrypted to this key".into())
+            }
+        }
+    }
+}
+
+fn classify(e: anyhow::Error) -> PgpError {
+    match e.downcast_ref::<HelperError>() {
+        Some(h) => h.clone().into(),
+        None => PgpError::Decrypt(e.to_string()),
+    }
+}
+
+struct Helper<'a> {
+    key: &'a PrivateKey,
+    signer: Option<&'a PublicKey>,
+}
+
+impl VerificationHelper for Helper<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(self
+            .signer
+            .map(|s| vec![s.cert.clone()])
+            .unwrap_or_default())
+    }
+
+    // This is the whole signature policy: sequoia accepts anything this
+    // accepts, unsigned messages included.
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        let mut encrypted = false;
+        let mut good_signature = false;
+        for layer in structure.into_iter() {
+            match layer {
+                MessageLayer::Encryption { .. } => encrypted = true,
+                MessageLayer::Compression { .. } => {}
+                MessageLayer::SignatureGroup { results } => {
+                    if let Some(expected) = self.signer {
+                        let want: Fingerprint = expected.cert.fingerprint();
+                        good_signature |= results
+                            .iter()
+                            .any(|r| r.as_ref().is_ok_and(|g| g.ka.cert().fingerprint() == want));
+                    }
+                }
+            }
+        }
+        if !encrypted {
+            return Err(HelperError::NotEncrypted.into());
+        }
+        if let Some(expected) = self.signer
+            && !good_signature
+        {
+            return Err(HelperError::BadSignature(expected.fingerprint()).into());
+        }
+        Ok(())
+    }
+}
+
+impl DecryptionHelper for Helper<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        // Exact recipients first, then wildcard ones.
+        for pass in 0..2 {
+            for pkesk in pkesks {
+                let recipient = pkesk.recipient();
+                for pair in &self.key.decryptors {
+                    let matches = match (&recipient, pass) {
+                        (Some(handle), 0) => {
+                            handle.aliases(KeyHandle::from(pair.public().fingerprint()))
+                        }
+                        (None, 1) => true,
+                        _ => false,
+                    };
+                    if !matches {
+                        continue;
+                    }
+                    let mut pair = pair.clone();
+                    if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
+                        && decrypt(algo, &sk)
+                    {
+                        return Ok(Some(self.key.cert.clone()));
+                    }
+                }
+            }
+        }
+        Err(HelperError::NoKey.into())
+    }
+}
+
+/// A fresh v4 key pair advertising SEIPD v1 only, so GnuPG 2.2 can read
+/// what is encrypted to it. Used by the dev server and the demo.
+pub fn generate_key(
+    userid: &str,
+    cipher: CipherSuite,
+    passphrase: Option<&str>,
+) -> Result<(PrivateKey, String), PgpError> {
+    let (cert, _) = CertBuilder::general_purpose(Some(userid))
+        .set_profile(openpgp::Profile::RFC4880)
+        .and_then(|b| b.set_features(openpgp::types::Features::empty().set_seipdv1()))
+        .map_err(|e| PgpError::BadKey(e.to_string()))?
+        .set_cipher_suite(cipher)
+        .set_password(passphrase.map(Password::from))
+        .generate()
+        .map_err(|e| PgpError::BadKey(e.to_string()))?;
+    let armored = String::from_utf8(
+        cert.as_tsk()
+            .armored()
+            .to_vec()
+            .map_err(|e| PgpError::BadKey(e.to_string()))?,
+    )
+    .expect("armor is ASCII");
+    let key = PrivateKey::load(armored.as_bytes(), passphrase.map(str::as_bytes))?;
+    Ok((key, armored))
+}
+
+pub use openpgp::cert::CipherSuite;
+
+/// Shared, unlocked key handed to blocking tasks.
+pub type SharedKey = Arc<PrivateKey>;
+
+/// Normalizes a user-given fingerprint (spaces, lower case) for comparison.
+pub fn normalize_fingerprint(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
