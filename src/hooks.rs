@@ -1,7 +1,266 @@
-// placeholder until the hooks module lands
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+//! Reload commands run after a target's content changed.
+//!
+//! A hook runs in its own process group with stdin closed and its output
+//! captured. When it outlives its timeout the whole group is killed, so a
+//! shell script's children go with it. Hook output can contain secrets, so
+//! it is logged at DEBUG only and never put into an error.
+
+use std::fmt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use zeroize::Zeroizing;
+
+/// The environment variable that tells a hook which file changed.
+pub const TARGET_ENV: &str = "PASSBOLT_SYNC_TARGET";
+
+/// By absolute path, so that the daemon's PATH has no say in what runs as
+/// root.
+const SHELL: &str = "/bin/sh";
+
+/// Output kept per stream for the debug log; the rest is read and dropped
+/// so that a chatty hook never blocks on a full pipe.
+const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// How long output is still collected after the hook exited, for children
+/// it left behind that hold the pipes open.
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
+/// A command as written in the configuration: a list is run as is (the
+/// program looked up in PATH unless it is a path), a string through
+/// `/bin/sh -c`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum HookCommand {
     Argv(Vec<String>),
     Shell(String),
+}
+
+impl HookCommand {
+    /// The program that is started.
+    pub fn program(&self) -> &str {
+        match self {
+            HookCommand::Argv(argv) => argv.first().map_or("", String::as_str),
+            HookCommand::Shell(_) => SHELL,
+        }
+    }
+}
+
+impl fmt::Display for HookCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookCommand::Argv(argv) => write!(f, "{argv:?}"),
+            HookCommand::Shell(script) => write!(f, "{SHELL} -c {script:?}"),
+        }
+    }
+}
+
+/// A hook that ran and exited successfully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookOutcome {
+    pub status: ExitStatus,
+    pub elapsed: Duration,
+}
+
+/// Why a hook did not succeed. No variant carries the hook's output.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("hook for {} has an empty command", .target.display())]
+    EmptyCommand { target: PathBuf },
+
+    #[error("cannot start hook program {program:?} for {}", .target.display())]
+    Spawn {
+        program: String,
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot wait for the hook for {}", .target.display())]
+    Wait {
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("hook for {} timed out after {after:?} and was killed", .target.display())]
+    TimedOut { target: PathBuf, after: Duration },
+
+    #[error("hook for {} failed: {}", .target.display(), describe(.status))]
+    Failed { target: PathBuf, status: ExitStatus },
+}
+
+fn describe(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Kills the hook's process group if `run` is abandoned (its future
+/// dropped) before the hook was reaped.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `cmd` for the changed file `target`, with the parent's environment
+/// plus `PASSBOLT_SYNC_TARGET`. A non-zero exit is [`HookError::Failed`];
+/// a hook still running after `timeout` is killed with its whole process
+/// group and is [`HookError::TimedOut`].
+pub async fn run(
+    cmd: &HookCommand,
+    timeout: Duration,
+    target: &Path,
+) -> Result<HookOutcome, HookError> {
+    let mut command = match cmd {
+        HookCommand::Argv(argv) => {
+            let Some((program, args)) = argv.split_first() else {
+                return Err(HookError::EmptyCommand {
+                    target: target.to_owned(),
+                });
+            };
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+        HookCommand::Shell(script) => {
+            let mut c = Command::new(SHELL);
+            c.arg("-c").arg(script);
+            c
+        }
+    };
+    command
+        .env(TARGET_ENV, target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+
+    // The command is configuration, not a secret, but it stays at DEBUG
+    // with the output in case someone put a credential on a command line.
+    tracing::debug!(target_path = %target.display(), command = %cmd, "running hook");
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|source| HookError::Spawn {
+        program: cmd.program().to_owned(),
+        target: target.to_owned(),
+        source,
+    })?;
+    // With process_group(0) the child leads a group whose id is its pid.
+    let mut group = GroupGuard {
+        pgid: child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    };
+    let stdout = tokio::spawn(collect(child.stdout.take()));
+    let stderr = tokio::spawn(collect(child.stderr.take()));
+
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    let status = match waited {
+        Ok(Ok(status)) => {
+            // Reaped: the pid may be reused from now on, so no more killpg.
+            group.pgid = None;
+            status
+        }
+        Ok(Err(source)) => {
+            group.kill();
+            let _ = child.wait().await;
+            return Err(HookError::Wait {
+                target: target.to_owned(),
+                source,
+            });
+        }
+        Err(_) => {
+            // Killed before reaping, so the group id cannot have been reused.
+            group.kill();
+            let _ = child.wait().await;
+            log_output(target, stdout, stderr).await;
+            tracing::warn!(target_path = %target.display(), timeout = ?timeout,
+                "hook timed out; its process group was killed");
+            return Err(HookError::TimedOut {
+                target: target.to_owned(),
+                after: timeout,
+            });
+        }
+    };
+    let elapsed = started.elapsed();
+    log_output(target, stdout, stderr).await;
+
+    if status.success() {
+        tracing::info!(target_path = %target.display(), elapsed = ?elapsed, "hook succeeded");
+        Ok(HookOutcome { status, elapsed })
+    } else {
+        tracing::warn!(target_path = %target.display(), status = %describe(&status), "hook failed");
+        Err(HookError::Failed {
+            target: target.to_owned(),
+            status,
+        })
+    }
+}
+
+/// Hook output may hold secrets, hence the zeroized, never-reallocated
+/// buffers.
+async fn collect<R: AsyncRead + Unpin>(stream: Option<R>) -> Zeroizing<Vec<u8>> {
+    let Some(mut stream) = stream else {
+        return Zeroizing::new(Vec::new());
+    };
+    let mut kept = Zeroizing::new(Vec::with_capacity(OUTPUT_LIMIT));
+    let mut chunk = Zeroizing::new([0u8; 8192]);
+    loop {
+        match stream.read(&mut chunk[..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = OUTPUT_LIMIT - kept.len();
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+    }
+    kept
+}
+
+async fn log_output(
+    target: &Path,
+    stdout: tokio::task::JoinHandle<Zeroizing<Vec<u8>>>,
+    stderr: tokio::task::JoinHandle<Zeroizing<Vec<u8>>>,
+) {
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    for (name, handle) in [("stdout", stdout), ("stderr", stderr)] {
+        let abort = handle.abort_handle();
+        let output = match tokio::time::timeout_at(deadline, handle).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(_)) => continue,
+            Err(_) => {
+                // A child left behind still holds the pipe; stop reading.
+                abort.abort();
+                continue;
+            }
+        };
+        if !output.is_empty() {
+            tracing::debug!(target_path = %target.display(), stream = name,
+                output = %String::from_utf8_lossy(&output), "hook output");
+        }
+    }
 }

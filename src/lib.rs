@@ -3,7 +3,11 @@
 //! Data flows one way: config -> sync plan -> passbolt client -> decoded
 //! resources -> rendered bytes -> atomic writes -> hooks.
 
+pub mod backoff;
+pub mod commands;
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod devserver;
 pub mod hooks;
 pub mod passbolt;
@@ -11,4 +15,6 @@ pub mod pgp;
 pub mod render;
 pub mod schedule;
 pub mod secret;
+pub mod sync;
+pub mod watch;
 pub mod write;

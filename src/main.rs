@@ -1,1 +1,167 @@
-fn main() {}
+//! The `passbolt-sync` binary: arguments, logging, exit codes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use passbolt_sync::commands::{self, AppError};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "passbolt-sync",
+    version,
+    about = "Keeps secrets from a passbolt server in sync with files"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More logs (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Fewer logs (warnings and errors only).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon: first full sync, READY to systemd, then scheduled syncs
+    Run {
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+    },
+    /// One full sync, then exit: 0 when every target is current, 1 when any failed, 2 for a config error
+    Once {
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+        /// Show what would change (create, update with variable names, unchanged); write nothing, print no value
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate the config; --online also logs in and resolves every mapping
+    Check {
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        online: bool,
+    },
+    /// List what the account can read: id, name, username, type, folder (never a secret)
+    Resources {
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the built-in dev server with sample data and sync a sample config against it
+    Demo {
+        /// Scratch folder for keys, configs and output (default: a new temporary folder)
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the dev server running after the demo
+        #[arg(long)]
+        serve: bool,
+    },
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    // Our crate at the chosen level, dependencies one step quieter unless
+    // RUST_LOG says otherwise.
+    let default = if cli.verbose >= 2 {
+        "trace".to_string()
+    } else {
+        format!("warn,passbolt_sync={level}")
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // journald stamps every line itself.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (cli.log_format, journald) {
+        (LogFormat::Json, _) => builder.json().flatten_event(true).init(),
+        (LogFormat::Text, true) => builder
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .init(),
+        (LogFormat::Text, false) => builder.with_target(false).init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<bool, AppError> {
+    let mut stdout = std::io::stdout();
+    match cli.command {
+        Command::Run { config } => passbolt_sync::daemon::run(config).await,
+        Command::Once { config, dry_run } => {
+            let cfg = commands::load_config(&config)?;
+            commands::once(&cfg, dry_run, &mut stdout).await
+        }
+        Command::Check { config, online } => {
+            let cfg = commands::load_config(&config)?;
+            commands::check(&cfg, &config, online, &mut stdout).await
+        }
+        Command::Resources { config, json } => {
+            let cfg = commands::load_config(&config)?;
+            commands::resources(&cfg, json, &mut stdout)
+                .await
+                .map(|()| true)
+        }
+        Command::Demo { dir, serve } => {
+            let (dir, _keep) = match dir {
+                Some(d) => (d, None),
+                None => {
+                    let t = tempfile::Builder::new()
+                        .prefix("passbolt-sync-demo.")
+                        .tempdir()
+                        .map_err(|e| {
+                            AppError::Other(format!("cannot create a scratch folder: {e}"))
+                        })?;
+                    (t.path().to_path_buf(), Some(t))
+                }
+            };
+            passbolt_sync::demo::run(&dir, serve, &mut stdout).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("passbolt-sync: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("passbolt-sync: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -378,12 +378,9 @@ async fn every_resource_type_decodes_for_rsa_and_curve25519() {
             get(ids::MYAPP_DB).folder.as_deref(),
             Some("Production/myapp")
         );
-        assert!(
-            secret(ids::V5_DEFAULT)
-                .password
-                .unwrap()
-                .expose()
-                .contains("\"pa'ss\"")
+        assert_eq!(
+            secret(ids::V5_DEFAULT).password.unwrap().expose(),
+            "g1t$lab \"pa ss\" `x` #1 ü"
         );
         assert_eq!(secret(ids::V5_DEFAULT_TOTP).totp.unwrap().period, 30);
         assert!(secret(ids::V5_TOTP).password.is_none());

@@ -318,7 +318,7 @@ pub fn sample_resources(readers: &[String]) -> Vec<SeedResource> {
             description: Some("metadata description".into()),
             folder_id: Some(ids::FOLDER_PRODUCTION.into()),
             // Characters every dotenv consumer must get back intact.
-            secret: r#"{"object_type":"PASSBOLT_SECRET_DATA","password":"g1t$lab \"pa'ss\" \\ `x` #1","description":"secret description","custom_fields":[]}"#.into(),
+            secret: r#"{"object_type":"PASSBOLT_SECRET_DATA","password":"g1t$lab \"pa ss\" `x` #1 ü","description":"secret description","custom_fields":[]}"#.into(),
             ..shared(ids::V5_DEFAULT, "v5-default", "GitLab", Shared)
         },
         SeedResource {

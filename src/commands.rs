@@ -1,0 +1,264 @@
+//! The commands of the binary, as library functions: each prints its
+//! report and returns whether everything was current. `main.rs` maps the
+//! errors to exit codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Config, ConfigError};
+use crate::passbolt::{Client, ClientError, SessionOptions};
+use crate::pgp::{PgpError, PrivateKey};
+use crate::sync::{self, PassOptions, Status, TargetError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Targets(Vec<TargetError>),
+    #[error("private key {path}: {source}")]
+    Key { path: PathBuf, source: PgpError },
+    #[error("server.ca_file {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AppError {
+    /// 2 for a config the operator must fix, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Config(_) | AppError::Targets(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Loads and unlocks the account's key and builds a client for the config.
+pub async fn connect(config: &Config) -> Result<Client, AppError> {
+    let key_path = config::expand(&config.auth.private_key_file)?;
+    let key_data = config.auth.read_private_key()?;
+    let passphrase = config.auth.read_passphrase()?;
+    // Unlocking runs the passphrase KDF: tens of milliseconds of CPU.
+    let key = tokio::task::spawn_blocking(move || {
+        PrivateKey::load(&key_data, passphrase.as_ref().map(|p| p.as_slice()))
+    })
+    .await
+    .expect("key loading task")
+    .map_err(|source| AppError::Key {
+        path: key_path,
+        source,
+    })?;
+    let ca_pem = match &config.server.ca_file {
+        Some(path) => {
+            let path = config::expand(path)?;
+            Some(std::fs::read(&path).map_err(|source| AppError::CaFile { path, source })?)
+        }
+        None => None,
+    };
+    Ok(Client::new(session_options(config, ca_pem), Arc::new(key))?)
+}
+
+pub fn session_options(config: &Config, ca_pem: Option<Vec<u8>>) -> SessionOptions {
+    SessionOptions {
+        base_url: config.server.url.clone(),
+        user_id: config.auth.user_id.clone(),
+        fingerprint: config.server.fingerprint.clone(),
+        ca_pem,
+        timeout: config.server.timeout,
+    }
+}
+
+/// `passbolt-sync resources`: what the account can read. Never a secret.
+pub async fn resources(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), AppError> {
+    let client = connect(config).await?;
+    let listing = client.list(false).await?;
+    let mut rows: Vec<_> = listing.resources.iter().collect();
+    rows.sort_by(|a, b| (&a.folder, &a.name).cmp(&(&b.folder, &b.name)));
+    let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
+    if json {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "name": r.name, "username": r.username, "type": r.type_slug,
+                    "folder": r.folder, "uris": r.uris,
+                    "custom_fields": r.custom_field_labels.iter().map(|(_, l)| l).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&items).expect("serializable")
+        )
+        .map_err(w)?;
+    } else {
+        let width = |f: &dyn Fn(&crate::secret::Resource) -> String, title: &str| {
+            rows.iter()
+                .map(|r| f(r).chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(title.len())
+        };
+        let user = |r: &crate::secret::Resource| r.username.clone().unwrap_or_default();
+        let folder = |r: &crate::secret::Resource| r.folder.clone().unwrap_or_else(|| "/".into());
+        let name = |r: &crate::secret::Resource| r.name.clone();
+        let slug = |r: &crate::secret::Resource| r.type_slug.clone();
+        let (wn, wu, wt) = (
+            width(&name, "NAME"),
+            width(&user, "USERNAME"),
+            width(&slug, "TYPE"),
+        );
+        writeln!(
+            out,
+            "{:<36}  {:<wn$}  {:<wu$}  {:<wt$}  FOLDER",
+            "ID", "NAME", "USERNAME", "TYPE"
+        )
+        .map_err(w)?;
+        for r in &rows {
+            writeln!(
+                out,
+                "{:<36}  {:<wn$}  {:<wu$}  {:<wt$}  {}",
+                r.id,
+                name(r),
+                user(r),
+                slug(r),
+                folder(r)
+            )
+            .map_err(w)?;
+        }
+    }
+    for f in &listing.failures {
+        tracing::warn!(error = %f, "resource not readable");
+    }
+    Ok(())
+}
+
+/// `passbolt-sync check`: validates the config; with `online`, logs in and
+/// resolves every mapping (a dry-run pass).
+pub async fn check(
+    config: &Config,
+    path: &Path,
+    online: bool,
+    out: &mut dyn Write,
+) -> Result<bool, AppError> {
+    let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
+    let errors = sync::check_offline(config);
+    if !errors.is_empty() {
+        return Err(AppError::Targets(errors));
+    }
+    writeln!(
+        out,
+        "{}: valid, {} target(s)",
+        path.display(),
+        config.targets.len()
+    )
+    .map_err(w)?;
+    for t in &config.targets {
+        writeln!(
+            out,
+            "  {}  {:?}  schedule {}",
+            t.path.display(),
+            t.format,
+            config.schedule_of(t)
+        )
+        .map_err(w)?;
+    }
+    if !online {
+        return Ok(true);
+    }
+    let client = connect(config).await?;
+    client.login().await?;
+    let server_key = client
+        .session()
+        .server_key()
+        .map(|k| k.fingerprint())
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "logged in to {} as {} (server key {server_key})",
+        config.server.url, config.auth.user_id
+    )
+    .map_err(w)?;
+    if config.server.fingerprint.is_none() {
+        writeln!(
+            out,
+            "  note: server.fingerprint is not set; pin it: fingerprint: {server_key}"
+        )
+        .map_err(w)?;
+    }
+    let report = sync::run_pass(&client, config, None, PassOptions { dry_run: true }).await?;
+    writeln!(
+        out,
+        "the account can read {} resource(s)",
+        report.resources_listed
+    )
+    .map_err(w)?;
+    let mut ok = true;
+    for t in &report.targets {
+        match &t.status {
+            Status::Failed(e) | Status::Kept(e) => {
+                ok = false;
+                writeln!(out, "  FAIL {}: {e}", t.path.display()).map_err(w)?;
+            }
+            _ => writeln!(out, "  ok   {}", t.path.display()).map_err(w)?,
+        }
+    }
+    // A check must not leave a live refresh token behind.
+    let _ = client.logout().await;
+    Ok(ok)
+}
+
+/// Prints one line per target of a pass.
+pub fn print_report(report: &sync::PassReport, out: &mut dyn Write) -> std::io::Result<()> {
+    for t in &report.targets {
+        match &t.status {
+            Status::Updated { changed } if !changed.is_empty() => writeln!(
+                out,
+                "update     {} ({})",
+                t.path.display(),
+                changed.join(", ")
+            )?,
+            Status::Failed(e) => writeln!(out, "failed     {}: {e}", t.path.display())?,
+            Status::Kept(e) => writeln!(out, "kept       {}: {e}", t.path.display())?,
+            s => writeln!(out, "{:<10} {}", s.label(), t.path.display())?,
+        }
+        if let Some(h) = &t.hook {
+            writeln!(out, "           hook: {h}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `passbolt-sync once`: one pass. Returns whether every target is current.
+pub async fn once(config: &Config, dry_run: bool, out: &mut dyn Write) -> Result<bool, AppError> {
+    let errors = sync::check_offline(config);
+    if !errors.is_empty() {
+        return Err(AppError::Targets(errors));
+    }
+    let client = connect(config).await?;
+    let started = Instant::now();
+    let report = sync::run_pass(&client, config, None, PassOptions { dry_run }).await?;
+    print_report(&report, out).map_err(|e| AppError::Other(format!("cannot write output: {e}")))?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, summary = %report.summary(), "pass done");
+    let _ = client.logout().await;
+    Ok(report.all_current())
+}
+
+/// Loads a config, for the binary.
+pub fn load_config(path: &Path) -> Result<Config, AppError> {
+    Ok(Config::load(path)?)
+}
+
+pub const DEMO_PASSPHRASE: &str = "demo-passphrase";
+
+/// A short HTTP timeout for demo configs: everything is on loopback.
+pub const DEMO_TIMEOUT: Duration = Duration::from_secs(10);

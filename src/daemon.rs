@@ -1,0 +1,396 @@
+//! `passbolt-sync run`: the long-running service.
+//!
+//! One task per distinct schedule runs passes for its targets (see
+//! `schedule::run_schedule`: no overlap, missed ticks coalesced). Passes are
+//! serialized daemon-wide. The main loop owns signals, config reloads,
+//! systemd notifications and the watchdog: it pings only while no pass has
+//! been stuck for longer than `STUCK_AFTER`, so a hung daemon is restarted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, RwLock, watch};
+
+use crate::backoff::{Backoff, DEFAULT_INITIAL, DEFAULT_MAX, Health, Transition};
+use crate::commands::{self, AppError};
+use crate::config::Config;
+use crate::passbolt::{Client, ClientError};
+use crate::schedule::{self, Schedule};
+use crate::sync::{self, PassOptions, PassReport};
+use crate::watch::ConfigWatcher;
+
+/// A pass running longer than this means the daemon is stuck: the
+/// watchdog stops being fed.
+pub const STUCK_AFTER: Duration = Duration::from_secs(600);
+
+/// How long SIGTERM waits for a pass in flight to finish its writes.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// The config and the client built from it, swapped together on reload.
+struct Generation {
+    config: Arc<Config>,
+    client: Arc<Client>,
+}
+
+struct Daemon {
+    path: PathBuf,
+    current: RwLock<Generation>,
+    /// Serializes passes across schedules.
+    pass_lock: tokio::sync::Mutex<()>,
+    health: Mutex<Health>,
+    in_flight: Mutex<Option<Instant>>,
+    /// Wakes a retry loop early, e.g. after a config change.
+    kick: Notify,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Daemon {
+    async fn snapshot(&self) -> (Arc<Config>, Arc<Client>) {
+        let g = self.current.read().await;
+        (g.config.clone(), g.client.clone())
+    }
+
+    /// One pass over the targets at `paths` (all when `None`), with health
+    /// bookkeeping and one log line per state change.
+    async fn pass(&self, paths: Option<&[PathBuf]>) -> Result<PassReport, ClientError> {
+        let _serial = self.pass_lock.lock().await;
+        let (config, client) = self.snapshot().await;
+        let idx: Option<Vec<usize>> = paths.map(|paths| {
+            config
+                .targets
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| paths.contains(&t.path))
+                .map(|(i, _)| i)
+                .collect()
+        });
+        if idx.as_ref().is_some_and(|i| i.is_empty()) {
+            return Ok(PassReport::default());
+        }
+        *self.in_flight.lock().expect("not poisoned") = Some(Instant::now());
+        let started = Instant::now();
+        let result = sync::run_pass(&client, &config, idx.as_deref(), PassOptions::default()).await;
+        *self.in_flight.lock().expect("not poisoned") = None;
+        let mut health = self.health.lock().expect("not poisoned");
+        match &result {
+            Ok(report) => {
+                if let Some(t @ Transition::Recovered { .. }) = health.success() {
+                    tracing::info!("passbolt server {t}");
+                }
+                let changed = report
+                    .targets
+                    .iter()
+                    .any(|t| !matches!(t.status, sync::Status::Unchanged));
+                let stats = client.stats();
+                if changed || !report.all_current() {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        logins = stats.logins,
+                        refreshes = stats.refreshes,
+                        "sync: {}",
+                        report.summary()
+                    );
+                } else {
+                    tracing::debug!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        logins = stats.logins,
+                        refreshes = stats.refreshes,
+                        "sync: {}",
+                        report.summary()
+                    );
+                }
+                status(&format!(
+                    "last sync {}: {}",
+                    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+                    report.summary()
+                ));
+            }
+            Err(e) => {
+                if let Some(t) = health.failure(e) {
+                    tracing::error!(
+                        "passbolt server {t}; keeping every file as it is and retrying with backoff"
+                    );
+                } else {
+                    tracing::debug!(error = %e, "sync still failing");
+                }
+                status(&format!(
+                    "sync failing since {:?}: {e}",
+                    health.down_for().unwrap_or_default()
+                ));
+            }
+        }
+        result
+    }
+
+    /// Runs a pass and, while it fails, retries with exponential backoff
+    /// and jitter until it succeeds or the daemon stops.
+    async fn pass_with_retry(&self, paths: Option<&[PathBuf]>) -> bool {
+        let mut backoff = Backoff::new(DEFAULT_INITIAL, DEFAULT_MAX);
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            if *stop.borrow() {
+                return false;
+            }
+            if self.pass(paths).await.is_ok() {
+                return true;
+            }
+            let delay = backoff.next_delay();
+            tracing::debug!(?delay, "next attempt");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.kick.notified() => {}
+                _ = stop.changed() => return false,
+            }
+        }
+    }
+
+    fn stuck(&self) -> Option<Duration> {
+        self.in_flight
+            .lock()
+            .expect("not poisoned")
+            .map(|t| t.elapsed())
+            .filter(|d| *d > STUCK_AFTER)
+    }
+}
+
+fn status(s: &str) {
+    let _ = sd_notify::notify(&[NotifyState::Status(s)]);
+}
+
+/// Schedule tasks of one config generation.
+struct Schedules {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Schedules {
+    fn spawn(daemon: &Arc<Daemon>, config: &Config) -> Schedules {
+        let (stop, _) = watch::channel(false);
+        let mut groups: BTreeMap<String, (Schedule, Vec<PathBuf>)> = BTreeMap::new();
+        for t in &config.targets {
+            let s = config.schedule_of(t);
+            groups
+                .entry(s.key())
+                .or_insert_with(|| (s, Vec::new()))
+                .1
+                .push(t.path.clone());
+        }
+        let mut tasks = Vec::new();
+        for (_, (schedule, paths)) in groups {
+            tracing::info!(schedule = %schedule, targets = paths.len(), "scheduled");
+            let daemon = daemon.clone();
+            let mut stop_rx = stop.subscribe();
+            let mut global = daemon.shutdown.subscribe();
+            // Either the generation ending or the daemon stopping ends the task.
+            let (tx, rx) = watch::channel(false);
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => {}
+                    _ = global.wait_for(|s| *s) => {}
+                }
+                let _ = tx.send(true);
+            }));
+            let (_run_now_tx, run_now_rx) = watch::channel(());
+            let paths = Arc::new(paths);
+            tasks.push(tokio::spawn(async move {
+                // The sender must live as long as the driver, or run-now closes.
+                let _keep = _run_now_tx;
+                schedule::run_schedule(schedule, rx, run_now_rx, |_reason| {
+                    let daemon = daemon.clone();
+                    let paths = paths.clone();
+                    async move {
+                        daemon.pass_with_retry(Some(&paths)).await;
+                    }
+                })
+                .await;
+            }));
+        }
+        Schedules { stop, tasks }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(true);
+        // Drivers let a pass in flight finish; their handles are dropped,
+        // not aborted, for that reason.
+        drop(self.tasks);
+    }
+}
+
+/// Loads and checks a config from its bytes, for startup and reloads.
+fn parse(path: &Path, bytes: &[u8]) -> Result<Config, AppError> {
+    let text = String::from_utf8_lossy(bytes);
+    let config = Config::parse(&text, path)?;
+    let errors = sync::check_offline(&config);
+    if !errors.is_empty() {
+        return Err(AppError::Targets(errors));
+    }
+    Ok(config)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(path: PathBuf) -> Result<bool, AppError> {
+    let bytes = std::fs::read(&path).map_err(|source| crate::config::ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let config = parse(&path, &bytes)?;
+    let client = commands::connect(&config).await?;
+    let (shutdown, _) = watch::channel(false);
+    let daemon = Arc::new(Daemon {
+        path: path.clone(),
+        current: RwLock::new(Generation {
+            config: Arc::new(config),
+            client: Arc::new(client),
+        }),
+        pass_lock: tokio::sync::Mutex::new(()),
+        health: Mutex::new(Health::new()),
+        in_flight: Mutex::new(None),
+        kick: Notify::new(),
+        shutdown,
+    });
+    let sig = |kind: SignalKind| {
+        signal(kind).map_err(|e| AppError::Other(format!("cannot install a signal handler: {e}")))
+    };
+    let (mut term, mut int, mut hup) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    );
+    let (watcher, mut changes) = ConfigWatcher::spawn(path.clone(), &bytes)
+        .map_err(|e| AppError::Other(format!("cannot watch {}: {e}", path.display())))?;
+    tracing::info!(config = %path.display(), "passbolt-sync starting");
+
+    let startup_daemon = daemon.clone();
+    let mut startup = tokio::spawn(async move { startup_daemon.pass_with_retry(None).await });
+    let mut ready = false;
+    let mut schedules: Option<Schedules> = None;
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut ping =
+        tokio::time::interval(watchdog.map(|d| d / 2).unwrap_or(Duration::from_secs(3600)));
+    let mut warned_stuck = false;
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading the config");
+                watcher.force_check();
+            }
+            Some(bytes) = changes.recv() => {
+                if let Some(s) = reload(&daemon, &bytes, ready).await {
+                    if let Some(old) = schedules.take() { old.stop(); }
+                    schedules = Some(s);
+                }
+            }
+            done = &mut startup, if !ready => {
+                if !matches!(done, Ok(true)) { break; }
+                ready = true;
+                let _ = sd_notify::notify(&[NotifyState::Ready]);
+                tracing::info!("first sync complete; ready");
+                let (config, _) = daemon.snapshot().await;
+                schedules = Some(Schedules::spawn(&daemon, &config));
+            }
+            _ = ping.tick(), if watchdog.is_some() => {
+                match daemon.stuck() {
+                    None => { warned_stuck = false; let _ = sd_notify::notify(&[NotifyState::Watchdog]); }
+                    Some(d) if !warned_stuck => {
+                        warned_stuck = true;
+                        tracing::error!(running_for = ?d, "a sync pass is stuck; no longer feeding the watchdog");
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    let _ = daemon.shutdown.send(true);
+    if let Some(s) = schedules.take() {
+        s.stop();
+    }
+    // Let a pass in flight finish its writes, within bounds.
+    if tokio::time::timeout(STOP_GRACE, daemon.pass_lock.lock())
+        .await
+        .is_err()
+    {
+        tracing::warn!("a pass was still running after {STOP_GRACE:?}; stopping anyway");
+    }
+    let (_, client) = daemon.snapshot().await;
+    if let Err(e) = client.logout().await {
+        tracing::warn!(error = %e, "logout failed; the refresh token will expire on its own");
+    }
+    drop(watcher);
+    tracing::info!("stopped");
+    Ok(true)
+}
+
+/// Applies a changed config file. On any error the running config stays.
+/// Returns new schedules when the daemon is past startup.
+async fn reload(daemon: &Arc<Daemon>, bytes: &[u8], ready: bool) -> Option<Schedules> {
+    let new = match parse(&daemon.path, bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("config reload failed; keeping the running config: {e}");
+            return None;
+        }
+    };
+    let (old, old_client) = daemon.snapshot().await;
+    if *old == new {
+        tracing::debug!("config content changed but its meaning did not");
+        return None;
+    }
+    let relogin = old.server != new.server || old.auth != new.auth;
+    let client = if relogin {
+        match commands::connect(&new).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::error!("config reload failed; keeping the running config: {e}");
+                return None;
+            }
+        }
+    } else {
+        old_client.clone()
+    };
+    let changed: Vec<PathBuf> = new
+        .targets
+        .iter()
+        .filter(|t| relogin || !old.targets.contains(t) || old.schedule_of(t) != new.schedule_of(t))
+        .map(|t| t.path.clone())
+        .collect();
+    let new = Arc::new(new);
+    {
+        // Wait for a pass in flight, so it finishes with the config it began with.
+        let _serial = daemon.pass_lock.lock().await;
+        *daemon.current.write().await = Generation {
+            config: new.clone(),
+            client,
+        };
+    }
+    if relogin {
+        tokio::spawn(async move {
+            let _ = old_client.logout().await;
+        });
+    }
+    tracing::info!(
+        targets = new.targets.len(),
+        changed = changed.len(),
+        relogin,
+        "config reloaded"
+    );
+    daemon.kick.notify_waiters();
+    if !ready {
+        return None;
+    }
+    if !changed.is_empty() {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            d.pass_with_retry(Some(&changed)).await;
+        });
+    }
+    Some(Schedules::spawn(daemon, &new))
+}

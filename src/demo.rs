@@ -1,0 +1,256 @@
+//! `passbolt-sync demo`: the dev server with generated keys and sample
+//! resources, a config for it in a scratch folder, and the commands run
+//! against it. Everything it prints is sample data.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::commands::{self, AppError};
+use crate::config::Config;
+use crate::devserver::{self, Account, DevServer, seed::ids};
+use crate::pgp::{self, CipherSuite};
+
+pub struct DemoAccount {
+    pub label: &'static str,
+    pub id: String,
+    pub key_file: PathBuf,
+    pub pass_file: PathBuf,
+}
+
+/// Generates the demo accounts (RSA-3072 and Curve25519) and starts the
+/// dev server for them.
+pub async fn start(
+    dir: &Path,
+    opts: devserver::Options,
+) -> Result<(DevServer, Vec<DemoAccount>), AppError> {
+    let mut accounts = Vec::new();
+    let mut demo = Vec::new();
+    for (label, suite) in [
+        ("rsa", CipherSuite::RSA3k),
+        ("curve25519", CipherSuite::Cv25519),
+    ] {
+        let id = uuid::Uuid::new_v4().to_string();
+        let userid = format!("Demo {label} <demo-{label}@passbolt.invalid>");
+        let (key, armored) = tokio::task::spawn_blocking(move || {
+            pgp::generate_key(&userid, suite, Some(commands::DEMO_PASSPHRASE))
+        })
+        .await
+        .expect("key generation task")
+        .map_err(|e| AppError::Other(format!("demo key generation: {e}")))?;
+        let key_file = dir.join(format!("{label}.key.asc"));
+        let pass_file = dir.join(format!("{label}.passphrase"));
+        write_private(&key_file, armored.as_bytes())?;
+        write_private(
+            &pass_file,
+            format!("{}\n", commands::DEMO_PASSPHRASE).as_bytes(),
+        )?;
+        accounts.push(Account {
+            id: id.clone(),
+            username: format!("demo-{label}@passbolt.invalid"),
+            key: key.public(),
+            mfa: Vec::new(),
+        });
+        demo.push(DemoAccount {
+            label,
+            id,
+            key_file,
+            pass_file,
+        });
+    }
+    let readers: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
+    let server = DevServer::start(
+        opts,
+        accounts,
+        devserver::seed::sample_folders(),
+        devserver::seed::sample_resources(&readers),
+    )
+    .await
+    .map_err(|e| AppError::Other(e.to_string()))?;
+    Ok((server, demo))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), AppError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| AppError::Other(format!("{}: {e}", path.display())))?;
+    f.write_all(data)
+        .map_err(|e| AppError::Other(format!("{}: {e}", path.display())))
+}
+
+/// A config for `account` with targets of every format into `out_dir`.
+pub fn config_text(
+    server: &DevServer,
+    account: &DemoAccount,
+    out_dir: &Path,
+    template: &Path,
+) -> String {
+    let out = out_dir.display();
+    format!(
+        r#"# Written by `passbolt-sync demo` for its built-in dev server.
+server:
+  url: {url}
+  fingerprint: {fp}
+auth:
+  user_id: {id}
+  private_key_file: {key}
+  passphrase_file: {pass}
+schedule: every 30s
+targets:
+  - path: {out}/db.password
+    format: raw
+    resource: {legacy}
+  - path: {out}/app.env
+    format: dotenv
+    on_change: "echo app.env changed"
+    vars:
+      GITLAB_PASSWORD: {{ resource: {gitlab} }}
+      GITLAB_USER: {{ resource: {gitlab}, field: username }}
+      SMTP_PASSWORD: {{ name: SMTP relay }}
+      API_TOKEN: {{ resource: {custom}, field: "custom:API token" }}
+      BACKUP_TOTP: {{ resource: {backup}, field: totp }}
+      DOOR_PIN: {{ resource: {pin}, field: pin }}
+  - path: {out}/myapp.env
+    format: dotenv
+    folder: Production/myapp
+  - path: {out}/myapp.json
+    format: json
+    folder: Production/myapp
+    vars:
+      REDIS_PASSWORD: {{ name: Redis }}
+  - path: {out}/recovery.txt
+    format: raw
+    resource: {note}
+    field: note
+  - path: {out}/config.ini
+    format: template
+    template: {template}
+"#,
+        url = server.url(),
+        fp = server.server_fingerprint(),
+        id = account.id,
+        key = account.key_file.display(),
+        pass = account.pass_file.display(),
+        legacy = ids::V4_PASSWORD_STRING,
+        gitlab = ids::V5_DEFAULT,
+        custom = ids::V5_CUSTOM_FIELDS,
+        backup = ids::V4_PASSWORD_DESCRIPTION_TOTP,
+        pin = ids::V5_PIN,
+        note = ids::V5_NOTE,
+        template = template.display(),
+    )
+}
+
+pub const TEMPLATE: &str = r#"# rendered by passbolt-sync
+[database]
+user = {{ secret("Legacy DB", "username") }}
+password = {{ secret("Legacy DB") }}
+
+[cloud]
+password = {{ secret("3c2b5e1a-0000-4000-8000-000000000007") }}
+otpauth = {{ secret("Cloud console", "totp_uri") }}
+"#;
+
+/// Runs the demo in `dir`. With `serve`, keeps the server running until
+/// interrupted and prints how to point `run` at it.
+pub async fn run(dir: &Path, serve: bool, out: &mut dyn Write) -> Result<bool, AppError> {
+    let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
+    std::fs::create_dir_all(dir).map_err(|e| AppError::Other(format!("{}: {e}", dir.display())))?;
+    let started = std::time::Instant::now();
+    let (server, accounts) = start(dir, devserver::Options::default()).await?;
+    writeln!(
+        out,
+        "dev server listening on {} (server key {}), started in {} ms",
+        server.url(),
+        server.server_fingerprint(),
+        started.elapsed().as_millis()
+    )
+    .map_err(w)?;
+    let template = dir.join("config.ini.tmpl");
+    std::fs::write(&template, TEMPLATE)
+        .map_err(|e| AppError::Other(format!("{}: {e}", template.display())))?;
+    let mut configs = Vec::new();
+    for account in &accounts {
+        let out_dir = dir.join(format!("out-{}", account.label));
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| AppError::Other(format!("{}: {e}", out_dir.display())))?;
+        let path = dir.join(format!("sync-{}.yaml", account.label));
+        std::fs::write(&path, config_text(&server, account, &out_dir, &template))
+            .map_err(|e| AppError::Other(format!("{}: {e}", path.display())))?;
+        configs.push((account, path, out_dir));
+    }
+    let mut ok = true;
+    for (account, path, _) in &configs {
+        let config = Config::load(path)?;
+        writeln!(
+            out,
+            "\n$ passbolt-sync resources -c {}    # {} account",
+            path.display(),
+            account.label
+        )
+        .map_err(w)?;
+        let t = std::time::Instant::now();
+        commands::resources(&config, false, out).await?;
+        writeln!(out, "({} ms, including login)", t.elapsed().as_millis()).map_err(w)?;
+    }
+    let (_, path, out_dir) = &configs[0];
+    let config = Config::load(path)?;
+    writeln!(
+        out,
+        "\n$ passbolt-sync check --online -c {}",
+        path.display()
+    )
+    .map_err(w)?;
+    ok &= commands::check(&config, path, true, out).await?;
+    writeln!(out, "\n$ passbolt-sync once -c {}", path.display()).map_err(w)?;
+    let t = std::time::Instant::now();
+    ok &= commands::once(&config, false, out).await?;
+    writeln!(out, "({} ms)", t.elapsed().as_millis()).map_err(w)?;
+    writeln!(
+        out,
+        "\nfiles written into {} (sample data):",
+        out_dir.display()
+    )
+    .map_err(w)?;
+    let mut files: Vec<_> = std::fs::read_dir(out_dir)
+        .map_err(|e| AppError::Other(e.to_string()))?
+        .filter_map(|e| e.ok())
+        .collect();
+    files.sort_by_key(|e| e.file_name());
+    for entry in files {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = entry
+            .metadata()
+            .map_err(|e| AppError::Other(e.to_string()))?;
+        let content = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        writeln!(
+            out,
+            "--- {} (mode {:o})",
+            entry.path().display(),
+            meta.permissions().mode() & 0o7777
+        )
+        .map_err(w)?;
+        write!(out, "{content}").map_err(w)?;
+        if !content.ends_with('\n') {
+            writeln!(out).map_err(w)?;
+        }
+    }
+    writeln!(
+        out,
+        "\n$ passbolt-sync once -c {}    # again: nothing changed",
+        path.display()
+    )
+    .map_err(w)?;
+    ok &= commands::once(&config, false, out).await?;
+    if serve {
+        writeln!(out, "\nthe dev server keeps running; in another shell:\n  passbolt-sync run -c {}\nCtrl-C stops it.", path.display()).map_err(w)?;
+        out.flush().map_err(w)?;
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    drop(server);
+    Ok(ok)
+}
