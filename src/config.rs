@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::hooks::HookCommand;
@@ -101,9 +102,24 @@ pub struct ScheduleExpr(pub String);
 
 impl<'de> Deserialize<'de> for ScheduleExpr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Schedule::parse(&s, None).map_err(serde::de::Error::custom)?;
-        Ok(ScheduleExpr(s))
+        checked(
+            d,
+            "a schedule: every <duration> or a cron expression",
+            |s| {
+                Schedule::parse(s, None)
+                    .map(|_| ScheduleExpr(s.to_string()))
+                    .map_err(|e| e.to_string())
+            },
+        )
+    }
+}
+
+/// A field name, checked where it is written.
+struct FieldName(Field);
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(d, "a field name", |s| Field::parse(s).map(FieldName))
     }
 }
 
@@ -174,7 +190,7 @@ struct RawVar {
     #[serde(default, deserialize_with = "de_opt_folder")]
     folder: Option<String>,
     #[serde(default)]
-    field: Option<Field>,
+    field: Option<FieldName>,
 }
 
 impl<'de> Deserialize<'de> for VarSpec {
@@ -187,7 +203,7 @@ impl<'de> Deserialize<'de> for VarSpec {
             })?;
         Ok(VarSpec {
             selector,
-            field: raw.field.unwrap_or(Field::Password),
+            field: raw.field.map(|f| f.0).unwrap_or(Field::Password),
         })
     }
 }
@@ -257,7 +273,7 @@ struct RawTarget {
     #[serde(default, deserialize_with = "de_opt_folder")]
     folder: Option<String>,
     #[serde(default)]
-    field: Option<Field>,
+    field: Option<FieldName>,
     #[serde(default, deserialize_with = "de_vars")]
     vars: Option<BTreeMap<String, VarSpec>>,
     #[serde(default, deserialize_with = "de_opt_path")]
@@ -305,7 +321,7 @@ impl TryFrom<RawTarget> for Target {
                 match selector(r.resource, r.name, r.folder, false) {
                     Ok(Some(selector)) => Source::Field(VarSpec {
                         selector,
-                        field: r.field.unwrap_or(Field::Password),
+                        field: r.field.map(|f| f.0).unwrap_or(Field::Password),
                     }),
                     Ok(None) => {
                         return fail("a raw target needs `resource` (an id) or `name`".into());
@@ -337,7 +353,7 @@ impl TryFrom<RawTarget> for Target {
                 Source::Vars {
                     vars,
                     folder: r.folder,
-                    folder_field: r.field.unwrap_or(Field::Password),
+                    folder_field: r.field.map(|f| f.0).unwrap_or(Field::Password),
                 }
             }
             Format::Template => {
@@ -539,9 +555,65 @@ fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
     }
 }
 
+// Each check runs inside the visitor of the scalar it checks, so that
+// serde_yaml reports the error at that scalar's line and column (an error
+// raised after the value was read would point at the enclosing mapping).
+
+struct Checked<F>(F, &'static str);
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for Checked<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.1)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).map_err(E::custom)
+    }
+}
+
+fn checked<'de, D: Deserializer<'de>, T>(
+    d: D,
+    expecting: &'static str,
+    f: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    d.deserialize_str(Checked(f, expecting))
+}
+
+/// Like `checked` for an optional value (`~` or `null` give `None`).
+struct OptChecked<F>(F, &'static str);
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for OptChecked<F> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.1)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        checked(d, self.1, self.0).map(Some)
+    }
+}
+
+fn opt_checked<'de, D: Deserializer<'de>, T>(
+    d: D,
+    expecting: &'static str,
+    f: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, D::Error> {
+    d.deserialize_option(OptChecked(f, expecting))
+}
+
 fn de_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    check_url(&s).map_err(serde::de::Error::custom)
+    checked(d, "a URL", check_url)
 }
 
 /// Checks a server URL and returns it without trailing slash.
@@ -576,16 +648,13 @@ pub fn check_url(s: &str) -> Result<String, String> {
 }
 
 fn de_fingerprint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let Some(s) = Option::<String>::deserialize(d)? else {
-        return Ok(None);
-    };
-    let fp = crate::pgp::normalize_fingerprint(&s);
-    if fp.len() != 40 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(serde::de::Error::custom(format!(
-            "fingerprint {s:?} is not 40 hexadecimal digits"
-        )));
-    }
-    Ok(Some(fp))
+    opt_checked(d, "a fingerprint", |s| {
+        let fp = crate::pgp::normalize_fingerprint(s);
+        if fp.len() != 40 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("fingerprint {s:?} is not 40 hexadecimal digits"));
+        }
+        Ok(fp)
+    })
 }
 
 fn check_uuid(s: &str) -> Result<String, String> {
@@ -595,44 +664,36 @@ fn check_uuid(s: &str) -> Result<String, String> {
 }
 
 fn de_uuid<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    check_uuid(&s).map_err(serde::de::Error::custom)
+    checked(d, "a UUID", check_uuid)
 }
 
 fn de_opt_uuid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        Some(s) => check_uuid(&s).map(Some).map_err(serde::de::Error::custom),
-        None => Ok(None),
-    }
+    opt_checked(d, "a UUID", check_uuid)
 }
 
-fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let s = String::deserialize(d)?;
+fn check_path(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
-        return Err(serde::de::Error::custom("empty path"));
+        return Err("empty path".into());
     }
     Ok(PathBuf::from(s))
 }
 
+fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    checked(d, "a path", check_path)
+}
+
 fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        Some(s) if s.is_empty() => Err(serde::de::Error::custom("empty path")),
-        Some(s) => Ok(Some(PathBuf::from(s))),
-        None => Ok(None),
-    }
+    opt_checked(d, "a path", check_path)
 }
 
 fn de_opt_folder<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        Some(s) => {
-            let norm = normalize_folder(&s);
-            if norm.is_empty() {
-                return Err(serde::de::Error::custom("empty folder path"));
-            }
-            Ok(Some(norm))
+    opt_checked(d, "a folder path", |s| {
+        let norm = normalize_folder(s);
+        if norm.is_empty() {
+            return Err("empty folder path".into());
         }
-        None => Ok(None),
-    }
+        Ok(norm)
+    })
 }
 
 /// `"/Production//myapp/"` and `"Production/myapp"` name the same folder.
@@ -644,76 +705,111 @@ pub fn normalize_folder(s: &str) -> String {
         .join("/")
 }
 
-fn de_vars<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, VarSpec>>, D::Error> {
-    let vars = Option::<BTreeMap<String, VarSpec>>::deserialize(d)?;
-    if let Some(vars) = &vars {
-        for name in vars.keys() {
-            crate::render::dotenv::validate_name(name).map_err(serde::de::Error::custom)?;
-        }
+/// A dotenv/json variable name, checked where it is written.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct VarName(String);
+
+impl<'de> Deserialize<'de> for VarName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked(d, "a variable name", |s| {
+            crate::render::dotenv::validate_name(s)
+                .map(|()| VarName(s.to_string()))
+                .map_err(|e| e.to_string())
+        })
     }
-    Ok(vars)
+}
+
+fn de_vars<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, VarSpec>>, D::Error> {
+    let vars = Option::<BTreeMap<VarName, VarSpec>>::deserialize(d)?;
+    Ok(vars.map(|v| v.into_iter().map(|(k, v)| (k.0, v)).collect()))
+}
+
+struct ModeVisitor;
+
+impl<'de> Visitor<'de> for ModeVisitor {
+    type Value = Option<u32>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a quoted octal file mode such as \"0640\"")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<u32>, E> {
+        crate::write::parse_mode(v).map(Some).map_err(E::custom)
+    }
+
+    // An unquoted 0640 is octal in YAML 1.1 and decimal 640 in serde_yaml:
+    // refuse the ambiguity rather than guess.
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<u32>, E> {
+        Err(E::custom(format!(
+            "mode {v}: quote file modes, e.g. mode: \"0640\""
+        )))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<u32>, E> {
+        Err(E::custom(format!(
+            "mode {v}: quote file modes, e.g. mode: \"0640\""
+        )))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
 }
 
 fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Mode {
-        Text(String),
-        Number(u32),
+    d.deserialize_any(ModeVisitor)
+}
+
+struct IdOrName;
+
+impl<'de> Visitor<'de> for IdOrName {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a user or group name, or a numeric id")
     }
-    match Option::<Mode>::deserialize(d)? {
-        None => Ok(None),
-        Some(Mode::Text(s)) => crate::write::parse_mode(&s)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-        // YAML reads an unquoted 0640 as octal 0o640 = 416 only in YAML 1.1;
-        // serde_yaml reads it as decimal 640. Refuse the ambiguity.
-        Some(Mode::Number(n)) => Err(serde::de::Error::custom(format!(
-            "mode {n}: quote file modes, e.g. mode: \"0640\""
-        ))),
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<String>, E> {
+        if v.is_empty() {
+            return Err(E::custom("empty user or group name"));
+        }
+        Ok(Some(v.to_string()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<String>, E> {
+        u32::try_from(v)
+            .map(|id| Some(id.to_string()))
+            .map_err(|_| E::custom(format!("id {v} is out of range")))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<String>, E> {
+        Ok(None)
     }
 }
 
 fn de_opt_id_or_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum IdOrName {
-        Name(String),
-        Id(u32),
-    }
-    Ok(match Option::<IdOrName>::deserialize(d)? {
-        None => None,
-        Some(IdOrName::Name(s)) if s.is_empty() => {
-            return Err(serde::de::Error::custom("empty user or group name"));
-        }
-        Some(IdOrName::Name(s)) => Some(s),
-        Some(IdOrName::Id(n)) => Some(n.to_string()),
-    })
+    d.deserialize_any(IdOrName)
+}
+
+fn check_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("duration {s:?}: {e}"))
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
+    checked(d, "a duration such as 30s", check_duration)
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        Some(s) => humantime::parse_duration(&s)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}"))),
-        None => Ok(None),
-    }
+    opt_checked(d, "a duration such as 30s", check_duration)
 }
 
 fn de_timezone<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        Some(s) => match s.parse::<chrono_tz::Tz>() {
-            Ok(_) => Ok(Some(s)),
-            Err(_) => Err(serde::de::Error::custom(format!(
+    opt_checked(d, "an IANA time zone name", |s| {
+        match s.parse::<chrono_tz::Tz>() {
+            Ok(_) => Ok(s.to_string()),
+            Err(_) => Err(format!(
                 "unknown time zone {s:?}: use an IANA name such as Europe/Berlin"
-            ))),
-        },
-        None => Ok(None),
-    }
+            )),
+        }
+    })
 }

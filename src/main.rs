@@ -1,6 +1,6 @@
 //! The `passbolt-sync` binary: arguments, logging, exit codes.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -101,7 +101,10 @@ fn init_logging(cli: &Cli) {
             .with_ansi(false)
             .with_target(false)
             .init(),
-        (LogFormat::Text, false) => builder.with_target(false).init(),
+        (LogFormat::Text, false) => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
     }
 }
 

@@ -194,13 +194,6 @@ impl fmt::Display for Field {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Field {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(d)?;
-        Field::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 /// Every resource type slug of passbolt v5.12.
 pub const RESOURCE_TYPES: &[&str] = &[
     "password-string",

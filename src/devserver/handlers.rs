@@ -198,15 +198,18 @@ fn authenticate(state: &State, path: &str, headers: &HeaderMap) -> Result<String
 }
 
 fn issue_access_token(state: &State, user_id: &str) -> String {
-    state.jwt.issue(&Claims {
+    let token = state.jwt.issue(&Claims {
         iss: format!("{}/", state.base_url),
         sub: user_id.to_string(),
         exp: now() + state.opts.access_token_ttl.as_secs() as i64,
-    })
+    });
+    state.data().issued.push(token.clone());
+    token
 }
 
 fn new_refresh_token(state: &State, user_id: &str) -> String {
     let token = uuid::Uuid::new_v4().to_string();
+    state.data().issued.push(token.clone());
     state.data().refresh_tokens.insert(
         token.clone(),
         RefreshRow {

@@ -149,6 +149,8 @@ pub(crate) struct Data {
     pub verify_tokens: HashSet<(String, String)>,
     pub refresh_tokens: HashMap<String, RefreshRow>,
     pub mfa_pending: HashSet<String>,
+    /// Every access and refresh token handed out, for leak checks.
+    pub issued: Vec<String>,
     pub events: Vec<Event>,
     pub faults: Faults,
 }
@@ -340,6 +342,11 @@ impl DevServer {
             .count()
     }
 
+    /// Every access and refresh token issued so far.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.data().issued.clone()
+    }
+
     pub fn set_mfa(&self, user_id: &str, providers: &[&str]) {
         let mut data = self.state.data();
         if let Some(a) = data.accounts.iter_mut().find(|a| a.id == user_id) {
@@ -467,6 +474,7 @@ fn build_state(
             verify_tokens: HashSet::new(),
             refresh_tokens: HashMap::new(),
             mfa_pending: HashSet::new(),
+            issued: Vec::new(),
             events: Vec::new(),
             faults: Faults::default(),
         }),

@@ -1,0 +1,303 @@
+//! Config loading: every error names the file, line and column, and
+//! nothing broken is accepted silently.
+
+use std::path::{Path, PathBuf};
+
+use passbolt_sync::config::{Config, ConfigError, Field, Format, OnMissing, Selector, Source};
+
+const HEAD: &str = "server:
+  url: https://passbolt.example.com
+auth:
+  user_id: 8bb7f6a2-1f7b-4c1e-9a55-0d6a3c2b1e00
+  private_key_file: /etc/passbolt-sync/private.asc
+  passphrase_file: /etc/passbolt-sync/passphrase
+";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/passbolt-sync/sync.yaml"))
+}
+
+/// The error's text, which must start with `file:line:column:`.
+fn positioned(text: &str, line: usize, column: usize) -> String {
+    let err = parse(text).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("/etc/passbolt-sync/sync.yaml:{line}:{column}: ")),
+        "expected position {line}:{column} in: {msg}"
+    );
+    msg
+}
+
+#[test]
+fn a_minimal_config_loads_with_defaults() {
+    let c = parse(HEAD).unwrap();
+    assert_eq!(c.server.url, "https://passbolt.example.com");
+    assert!(c.targets.is_empty());
+    assert_eq!(c.server.timeout, std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn targets_of_every_format_parse() {
+    let c = parse(&format!(
+        "{HEAD}schedule: \"*/5 * * * *\"
+timezone: Europe/Berlin
+targets:
+  - path: /etc/app/a.key
+    format: raw
+    resource: 2B7E1516-28AE-4D2A-ABF7-158809CF4F3C
+    field: custom:TLS key
+    mode: \"0640\"
+    owner: root
+    group: 0
+    on_change: [systemctl, reload, nginx]
+  - path: /etc/app/b.env
+    format: dotenv
+    dialect: docker
+    folder: /Production//myapp/
+    vars:
+      DB_USER: {{ name: db, folder: Production, field: username }}
+  - path: /etc/app/c.json
+    format: json
+    vars:
+      X: {{ resource: 2b7e1516-28ae-4d2a-abf7-158809cf4f3c }}
+    on_missing: remove
+    schedule: every 1m
+  - path: /etc/app/d.conf
+    format: template
+    template: d.conf.tmpl
+    on_change: systemctl reload app
+    hook_timeout: 5s
+"
+    ))
+    .unwrap();
+    let t = &c.targets;
+    assert_eq!(t[0].mode, 0o640);
+    assert_eq!(t[0].group.as_deref(), Some("0"));
+    match &t[0].source {
+        Source::Field(v) => {
+            // Ids are normalized to lower case, as the server does.
+            assert_eq!(
+                v.selector,
+                Selector::Id("2b7e1516-28ae-4d2a-abf7-158809cf4f3c".into())
+            );
+            assert_eq!(v.field, Field::Custom("TLS key".into()));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &t[1].source {
+        Source::Vars { folder, vars, .. } => {
+            assert_eq!(folder.as_deref(), Some("Production/myapp"));
+            assert_eq!(vars["DB_USER"].field, Field::Username);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(t[2].on_missing, OnMissing::Remove);
+    assert_eq!(t[2].mode, 0o600, "default mode");
+    assert_eq!(t[3].format, Format::Template);
+    // A relative template path is relative to the config file.
+    assert_eq!(
+        t[3].source,
+        Source::Template(PathBuf::from("/etc/passbolt-sync/d.conf.tmpl"))
+    );
+    assert_eq!(
+        c.schedule_of(&t[0]).to_string(),
+        "*/5 * * * * (Europe/Berlin)"
+    );
+    assert_eq!(c.schedule_of(&t[2]).to_string(), "every 1m");
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_position() {
+    let msg = positioned("server:\n  url: \"https://x\n", 3, 1);
+    assert!(msg.contains("unexpected end of stream"), "{msg}");
+    let msg = positioned("server:\n\turl: x\n", 2, 1);
+    assert!(msg.contains("cannot start any token"), "{msg}");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_a_position() {
+    let msg = positioned(&format!("{HEAD}shedule: every 5m\n"), 7, 1);
+    assert!(msg.contains("unknown field `shedule`"), "{msg}");
+    let msg = positioned(
+        &format!(
+            "{HEAD}targets:\n  - path: /x\n    format: raw\n    resource: 2b7e1516-28ae-4d2a-abf7-158809cf4f3c\n    mdoe: \"0600\"\n"
+        ),
+        11,
+        5,
+    );
+    assert!(msg.contains("mdoe"), "{msg}");
+}
+
+#[test]
+fn plain_http_is_refused_except_on_loopback() {
+    let text = HEAD.replace(
+        "https://passbolt.example.com",
+        "http://passbolt.example.com",
+    );
+    let msg = positioned(&text, 2, 8);
+    assert!(msg.contains("http:// is refused"), "{msg}");
+    for ok in [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://[::1]:8080",
+    ] {
+        let c = parse(&HEAD.replace("https://passbolt.example.com", ok)).unwrap();
+        assert_eq!(c.server.url, ok);
+    }
+}
+
+#[test]
+fn a_trailing_slash_in_the_url_is_dropped() {
+    let c = parse(&HEAD.replace("passbolt.example.com", "passbolt.example.com/sub/")).unwrap();
+    assert_eq!(c.server.url, "https://passbolt.example.com/sub");
+}
+
+#[test]
+fn bad_values_name_their_position() {
+    let cases: &[(&str, usize, usize, &str)] = &[
+        ("schedule: every 0s\n", 7, 11, "every 0s"),
+        ("schedule: \"61 * * * *\"\n", 7, 11, "minute"),
+        ("timezone: Mars/Olympus\n", 7, 11, "unknown time zone"),
+        (
+            "targets:\n  - path: /x\n    format: raw\n    resource: not-a-uuid\n",
+            10,
+            15,
+            "not a UUID",
+        ),
+        (
+            "targets:\n  - path: /x\n    format: raw\n    name: a\n    field: secret\n",
+            11,
+            12,
+            "unknown field \"secret\"",
+        ),
+        (
+            "targets:\n  - path: /x\n    format: raw\n    name: a\n    mode: 640\n",
+            11,
+            11,
+            "quote file modes",
+        ),
+        (
+            "targets:\n  - path: /x\n    format: raw\n    name: a\n    mode: \"9999\"\n",
+            11,
+            11,
+            "mode",
+        ),
+        (
+            "targets:\n  - path: /x\n    format: dotenv\n    vars:\n      1BAD: { name: a }\n",
+            11,
+            7,
+            "1BAD",
+        ),
+        (
+            "targets:\n  - path: /x\n    format: csv\n",
+            9,
+            13,
+            "unknown variant `csv`",
+        ),
+    ];
+    for (tail, line, col, needle) in cases {
+        let msg = positioned(&format!("{HEAD}{tail}"), *line, *col);
+        assert!(msg.contains(needle), "{tail:?}: {msg}");
+    }
+}
+
+#[test]
+fn inconsistent_targets_are_errors_that_name_the_target() {
+    let cases: &[(&str, &str)] = &[
+        ("  - path: /x\n    format: raw\n", "needs `resource`"),
+        (
+            "  - path: /x\n    format: raw\n    resource: 2b7e1516-28ae-4d2a-abf7-158809cf4f3c\n    name: a\n",
+            "not both",
+        ),
+        (
+            "  - path: /x\n    format: dotenv\n",
+            "give `vars` or a `folder`",
+        ),
+        ("  - path: /x\n    format: template\n", "needs `template`"),
+        (
+            "  - path: /x\n    format: json\n    resource: 2b7e1516-28ae-4d2a-abf7-158809cf4f3c\n",
+            "takes `vars`",
+        ),
+        (
+            "  - path: /x\n    format: raw\n    name: a\n    dialect: docker\n",
+            "dotenv targets only",
+        ),
+    ];
+    for (target, needle) in cases {
+        let err = parse(&format!("{HEAD}targets:\n{target}")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("target /x") && msg.contains(needle),
+            "{target:?}: {msg}"
+        );
+        assert!(msg.starts_with("/etc/passbolt-sync/sync.yaml:"), "{msg}");
+    }
+}
+
+#[test]
+fn two_targets_cannot_share_a_file() {
+    let err = parse(&format!(
+        "{HEAD}targets:\n  - {{ path: /x, format: raw, name: a }}\n  - {{ path: /x, format: raw, name: b }}\n"
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("appears twice"), "{err}");
+}
+
+#[test]
+fn passphrase_from_file_env_or_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "s3cret\n").unwrap();
+    let c = parse(&HEAD.replace("/etc/passbolt-sync/passphrase", pass.to_str().unwrap())).unwrap();
+    assert_eq!(
+        c.auth.read_passphrase().unwrap().unwrap().as_slice(),
+        b"s3cret"
+    );
+
+    let env_cfg = HEAD.replace(
+        "passphrase_file: /etc/passbolt-sync/passphrase",
+        "passphrase_env: PBS_TEST_PASSPHRASE_UNSET",
+    );
+    let c = parse(&env_cfg).unwrap();
+    let err = c.auth.read_passphrase().unwrap_err();
+    assert!(
+        matches!(err, ConfigError::PassphraseEnvMissing { .. }),
+        "{err}"
+    );
+
+    let both = format!("{HEAD}  passphrase_env: X\n");
+    let err = parse(&both).unwrap_err();
+    assert!(err.to_string().contains("not both"), "{err}");
+}
+
+#[test]
+fn credentials_directory_is_expanded_and_its_absence_is_explained() {
+    let text = HEAD.replace(
+        "/etc/passbolt-sync/private.asc",
+        "${CREDENTIALS_DIRECTORY}/private.asc",
+    );
+    let c = parse(&text).unwrap();
+    // This test process has no CREDENTIALS_DIRECTORY (systemd sets it).
+    assert!(std::env::var_os("CREDENTIALS_DIRECTORY").is_none());
+    let err = c.auth.read_private_key().unwrap_err();
+    assert!(
+        matches!(err, ConfigError::NoCredentialsDirectory { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("LoadCredential"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_a_read_error_naming_it() {
+    let err = Config::load(Path::new("/nonexistent/sync.yaml")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/sync.yaml"), "{err}");
+}
+
+#[test]
+fn an_unquoted_leading_zero_mode_reads_as_octal() {
+    let c = parse(&format!(
+        "{HEAD}targets:\n  - {{ path: /x, format: raw, name: a, mode: 0640 }}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.targets[0].mode, 0o640);
+}
