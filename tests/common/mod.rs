@@ -116,3 +116,52 @@ pub fn client(server: &DevServer, who: &Fixture) -> passbolt_sync::passbolt::Cli
     )
     .unwrap()
 }
+
+/// Runs the binary with `args`, waiting without blocking the runtime (the
+/// dev server lives in this process).
+pub async fn cli(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_passbolt-sync"));
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("the binary runs")
+}
+
+pub fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every secret value of the dev server's resources (JSON string leaves
+/// under secret keys, or the bare string), for leak checks.
+pub fn secret_values(server: &DevServer) -> Vec<String> {
+    fn walk(v: &Value, key: &str, out: &mut Vec<String>) {
+        match v {
+            Value::String(s)
+                if s.len() >= 4
+                    && matches!(
+                        key,
+                        "password" | "description" | "secret_key" | "pin_code" | "secret_value"
+                    ) =>
+            {
+                out.push(s.clone())
+            }
+            Value::Object(m) => m.iter().for_each(|(k, v)| walk(v, k, out)),
+            Value::Array(a) => a.iter().for_each(|v| walk(v, key, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for r in server.resources() {
+        match serde_json::from_str::<Value>(&r.secret) {
+            Ok(v @ Value::Object(_)) => walk(&v, "", &mut out),
+            _ => out.push(r.secret.clone()),
+        }
+    }
+    out
+}
