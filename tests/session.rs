@@ -16,6 +16,11 @@ fn short_tokens() -> Options {
     }
 }
 
+/// Waits until a 2-second access token has expired.
+async fn expire() {
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+}
+
 #[tokio::test]
 async fn login_works_for_rsa_and_curve25519_accounts() {
     let server = devserver(Options::default()).await;
@@ -198,10 +203,11 @@ async fn mfa_is_a_clear_error_naming_the_providers() {
 async fn refresh_rotates_and_never_presents_a_token_twice() {
     let server = devserver(short_tokens()).await;
     let c = client(&server, &fixture("alice"));
-    for _ in 0..5 {
+    for i in 0..5 {
+        if i > 0 {
+            expire().await;
+        }
         api::me(c.session()).await.unwrap();
-        // Tokens live 2 s and are renewed within 60 s of expiry: every
-        // call renews.
     }
     assert_eq!(server.count_logins(), 1);
     assert_eq!(server.count_refreshes(), 4);
@@ -224,8 +230,10 @@ async fn a_refresh_response_without_cookie_leads_to_a_login_not_a_replay() {
         omit_refresh_cookie: true,
         ..Faults::default()
     });
+    expire().await;
     api::me(c.session()).await.unwrap(); // refresh, no new refresh token
     server.set_faults(Faults::default());
+    expire().await;
     api::me(c.session()).await.unwrap(); // must log in again
     assert_eq!(server.count_logins(), 2);
     assert_eq!(server.count_refreshes(), 1);
@@ -234,7 +242,11 @@ async fn a_refresh_response_without_cookie_leads_to_a_login_not_a_replay() {
 
 #[tokio::test]
 async fn a_failed_refresh_falls_back_to_login() {
-    let server = devserver(short_tokens()).await;
+    let server = devserver(Options {
+        access_token_ttl: Duration::from_secs(3),
+        ..Options::default()
+    })
+    .await;
     let alice = fixture("alice");
     let c = client(&server, &alice);
     api::me(c.session()).await.unwrap();
@@ -252,6 +264,7 @@ async fn a_failed_refresh_falls_back_to_login() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     server.clear_events();
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     api::me(c.session()).await.unwrap();
     assert_eq!(c.stats().refresh_failures, 1);
     assert_eq!(c.stats().logins, 2);

@@ -49,6 +49,19 @@ pub struct SessionOptions {
 struct AccessToken {
     value: Zeroizing<String>,
     exp: i64,
+    /// Seconds before `exp` at which to renew: `REFRESH_MARGIN`, or a
+    /// quarter of the lifetime for tokens shorter than four minutes.
+    margin: i64,
+}
+
+impl AccessToken {
+    fn new(value: String, exp: i64, now: i64) -> AccessToken {
+        AccessToken {
+            value: Zeroizing::new(value),
+            exp,
+            margin: REFRESH_MARGIN.min((exp - now) / 4).max(0),
+        }
+    }
 }
 
 struct RefreshToken(Zeroizing<String>);
@@ -387,10 +400,11 @@ impl Session {
             path: path.into(),
             detail: "the access token is not a JWT with an exp claim".into(),
         })?;
-        tokens.access = Some(AccessToken {
-            value: Zeroizing::new(response.access_token),
+        tokens.access = Some(AccessToken::new(
+            response.access_token,
             exp,
-        });
+            self.server_now(),
+        ));
         tokens.refresh = Some(RefreshToken(Zeroizing::new(response.refresh_token)));
         self.logins.fetch_add(1, Ordering::Relaxed);
         tracing::info!(user_id = %self.opts.user_id, server = %self.opts.base_url, "logged in");
@@ -421,10 +435,11 @@ impl Session {
             path: path.into(),
             detail: "the access token is not a JWT with an exp claim".into(),
         })?;
-        tokens.access = Some(AccessToken {
-            value: Zeroizing::new(decoded.access_token),
+        tokens.access = Some(AccessToken::new(
+            decoded.access_token,
             exp,
-        });
+            self.server_now(),
+        ));
         match refresh_cookie(&reply.set_cookies) {
             Some(next) => tokens.refresh = Some(RefreshToken(next)),
             // The old token is spent; the next renewal will be a login.
@@ -456,14 +471,15 @@ impl Session {
         self.login_locked(tokens).await
     }
 
-    /// A valid access token, renewed first when it is expired or within
-    /// `REFRESH_MARGIN` seconds of expiry by the server's clock.
+    /// A valid access token, renewed first when it is expired or within its
+    /// margin (`REFRESH_MARGIN` for the server's 5-minute tokens) of expiry,
+    /// by the server's clock.
     pub async fn access_token(&self) -> Result<Zeroizing<String>, ClientError> {
         let mut tokens = self.tokens.lock().await;
         let fresh = tokens
             .access
             .as_ref()
-            .is_some_and(|a| a.exp - self.server_now() > REFRESH_MARGIN);
+            .is_some_and(|a| a.exp - self.server_now() > a.margin);
         if !fresh {
             self.renew_locked(&mut tokens).await?;
         }
