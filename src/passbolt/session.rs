@@ -533,31 +533,29 @@ impl Session {
     /// would log out every session of the account on every machine.
     pub async fn logout(&self) -> Result<(), ClientError> {
         let mut tokens = self.tokens.lock().await;
-        let Some(RefreshToken(refresh)) = tokens.refresh.take() else {
+        if tokens.refresh.is_none() {
             return Ok(());
-        };
-        let fresh = tokens
+        }
+        // Logout needs a valid bearer token. An expired one is renewed with
+        // the refresh token (its one use), and the successor is revoked.
+        let usable = tokens
             .access
             .as_ref()
-            .is_some_and(|a| a.exp - self.server_now() > 5);
-        let access = if fresh {
-            tokens.access.as_ref().map(|a| a.value.clone())
-        } else {
-            None
-        };
-        let Some(access) = access else {
-            // Logout needs a valid bearer token. Refreshing to get one would
-            // mint a new refresh token just to revoke it: leave the spent
-            // one to expire server-side instead.
-            tracing::debug!("access token expired; refresh token left to expire");
-            tokens.access = None;
+            .is_some_and(|a| a.exp - self.server_now() > 2);
+        if !usable && let Err(e) = self.refresh_locked(&mut tokens).await {
+            // The token was spent on this attempt or was already dead.
+            tracing::debug!(error = %e, "no refresh token left to revoke");
+            return Ok(());
+        }
+        let (Some(RefreshToken(refresh)), Some(access)) =
+            (tokens.refresh.take(), tokens.access.take())
+        else {
             return Ok(());
         };
-        tokens.access = None;
         let path = "/auth/jwt/logout.json";
         let body = serde_json::json!({ "refresh_token": refresh.as_str() });
         let reply = self
-            .send(Method::POST, path, Some(&access), Some(&body))
+            .send(Method::POST, path, Some(&access.value), Some(&body))
             .await?;
         let _: serde_json::Value = self.decode(path, &reply)?;
         tracing::info!("logged out (own refresh token revoked)");

@@ -165,3 +165,77 @@ pub fn secret_values(server: &DevServer) -> Vec<String> {
     }
     out
 }
+
+/// A `passbolt-sync run` child process whose stderr is collected.
+pub struct Daemon {
+    pub child: tokio::process::Child,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl Daemon {
+    pub async fn start(config: &Path, envs: &[(&str, &str)]) -> Daemon {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_passbolt-sync"));
+        cmd.args(["run", "-c", config.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the binary runs");
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` `times` times.
+    pub async fn wait_log(&self, needle: &str, times: usize, within: std::time::Duration) -> bool {
+        wait_until(within, || self.log().matches(needle).count() >= times).await
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
+    pub async fn stop(mut self) -> (Option<i32>, String) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = tokio::time::timeout(std::time::Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("the daemon stops within 20 s")
+            .unwrap();
+        // Let the reader drain the last lines.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        (status.code(), self.log())
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` has passed.
+pub async fn wait_until(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
