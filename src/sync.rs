@@ -627,7 +627,14 @@ async fn apply(
     };
     let content = match content {
         Ok(c) => c,
-        Err(e) if e.is_missing() => return report(missing(t, e, opts).await),
+        Err(e) if e.is_missing() => {
+            let mut r = report(missing(t, e, opts).await);
+            // The service should learn that its file is gone, too.
+            if matches!(r.status, Status::Removed) && !opts.dry_run {
+                r.hook = run_hook(t).await;
+            }
+            return r;
+        }
         Err(e) => {
             tracing::error!(target_path = %t.path.display(), error = %e, "target not updated");
             return report(Status::Failed(e));
@@ -676,12 +683,7 @@ async fn apply(
     match &r.status {
         Status::Created | Status::Updated { .. } => {
             tracing::info!(target_path = %t.path.display(), action = r.status.label(), "target written");
-            if let Some(cmd) = &t.on_change
-                && let Err(e) = hooks::run(cmd, t.hook_timeout, &t.path).await
-            {
-                tracing::error!(target_path = %t.path.display(), error = %e, "on_change hook failed");
-                r.hook = Some(e);
-            }
+            r.hook = run_hook(t).await;
         }
         Status::MetadataFixed => {
             tracing::info!(target_path = %t.path.display(), "target mode/owner corrected")
@@ -689,6 +691,14 @@ async fn apply(
         _ => tracing::debug!(target_path = %t.path.display(), "target unchanged"),
     }
     r
+}
+
+/// Runs the target's `on_change` hook, if any; returns its failure.
+async fn run_hook(t: &Target) -> Option<HookError> {
+    let cmd = t.on_change.as_ref()?;
+    let e = hooks::run(cmd, t.hook_timeout, &t.path).await.err()?;
+    tracing::error!(target_path = %t.path.display(), error = %e, "on_change hook failed");
+    Some(e)
 }
 
 /// The `on_missing` policy of a target whose resource vanished.

@@ -524,3 +524,18 @@ async fn killed_mid_pass_every_target_is_old_or_new_never_partial() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_config_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    // The example names its template relative to itself, as in /etc.
+    std::fs::copy(root.join("sync.example.yaml"), dir.path().join("sync.yaml")).unwrap();
+    std::fs::copy(root.join("docs/app.conf.tmpl"), dir.path().join("app.conf.tmpl")).unwrap();
+    let config = dir.path().join("sync.yaml");
+    let out = cli(&["check", "-c", config.to_str().unwrap()], &[]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("valid, 5 target(s)"), "{stdout}");
+    assert!(stdout.contains("30 3 * * * (UTC)"), "{stdout}");
+}

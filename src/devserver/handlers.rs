@@ -29,7 +29,7 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn envelope(state: &State, status: StatusCode, path: &str, message: &str, body: Value) -> Response {
+fn envelope(status: StatusCode, path: &str, message: &str, body: Value) -> Response {
     let ok = status.is_success();
     let mut header = json!({
         "id": uuid::Uuid::new_v4().to_string(),
@@ -43,7 +43,6 @@ fn envelope(state: &State, status: StatusCode, path: &str, message: &str, body: 
     if let Value::Array(items) = &body {
         header["pagination"] = json!({"limit": null, "page": 1, "count": items.len()});
     }
-    let _ = state;
     let mut resp = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -60,12 +59,12 @@ fn envelope(state: &State, status: StatusCode, path: &str, message: &str, body: 
     resp
 }
 
-fn error(state: &State, status: StatusCode, path: &str, message: &str) -> Response {
-    envelope(state, status, path, message, Value::String(String::new()))
+fn error(status: StatusCode, path: &str, message: &str) -> Response {
+    envelope(status, path, message, Value::String(String::new()))
 }
 
-fn success(state: &State, path: &str, body: Value) -> Response {
-    envelope(state, StatusCode::OK, path, OK, body)
+fn success(path: &str, body: Value) -> Response {
+    envelope(StatusCode::OK, path, OK, body)
 }
 
 async fn dispatch(
@@ -82,7 +81,6 @@ async fn dispatch(
     let path = uri.path().to_string();
     let resp = match faults.status_for_all {
         Some(code) => error(
-            &state,
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &path,
             "An internal error occurred.",
@@ -112,10 +110,9 @@ async fn route(
     match (method.clone(), path) {
         (Method::GET, "/auth/verify.json") => verify(state, path),
         (Method::GET, "/healthcheck/status.json") => {
-            envelope(state, StatusCode::OK, path, "OK", json!("OK"))
+            envelope(StatusCode::OK, path, "OK", json!("OK"))
         }
         (Method::GET, "/settings.json") => success(
-            state,
             path,
             json!({"app": {"url": format!("{}/", state.base_url)},
                    "passbolt": {"plugins": {"jwtAuthentication": {"enabled": true}}}}),
@@ -139,13 +136,11 @@ async fn route(
             Err(r) => r,
         },
         (_, _) if !path.ends_with(".json") => error(
-            state,
             StatusCode::NOT_FOUND,
             path,
             "Please use .json extension in URL or accept application/json.",
         ),
         _ => error(
-            state,
             StatusCode::NOT_FOUND,
             path,
             "The requested address was not found.",
@@ -160,7 +155,6 @@ fn verify(state: &State, path: &str) -> Response {
         state.server_key.public()
     };
     success(
-        state,
         path,
         json!({"fingerprint": key.fingerprint(), "keydata": key.armored()}),
     )
@@ -168,7 +162,7 @@ fn verify(state: &State, path: &str) -> Response {
 
 /// The bearer token's user, or the 401 (or MFA 302) the real server gives.
 fn authenticate(state: &State, path: &str, headers: &HeaderMap) -> Result<String, Response> {
-    let unauthorized = || error(state, StatusCode::UNAUTHORIZED, path, AUTH_REQUIRED);
+    let unauthorized = || error(StatusCode::UNAUTHORIZED, path, AUTH_REQUIRED);
     {
         let mut data = state.data();
         if data.faults.unauthorized_next > 0 {
@@ -230,7 +224,6 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
         Ok(v) => v,
         Err(_) => {
             return error(
-                &state,
                 StatusCode::BAD_REQUEST,
                 path,
                 "This is not a valid Ajax/Json request.",
@@ -247,7 +240,7 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
             user_id: user_id.clone(),
             reason: reason.to_string(),
         });
-        error(&state, StatusCode::BAD_REQUEST, path, INVALID_CREDENTIALS)
+        error(StatusCode::BAD_REQUEST, path, INVALID_CREDENTIALS)
     };
     if !is_uuid(&user_id) {
         return reject("The user id is missing or invalid.");
@@ -258,7 +251,6 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
             reason: "The user does not exist or has been deleted.".into(),
         });
         return error(
-            &state,
             StatusCode::NOT_FOUND,
             path,
             "The user does not exist or is not active or has been deleted.",
@@ -356,7 +348,6 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
         Ok(armored) => {
             state.data().events.push(Event::Login { user_id });
             envelope(
-                &state,
                 StatusCode::OK,
                 path,
                 "The authentication was a success.",
@@ -364,7 +355,6 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
             )
         }
         Err(_) => error(
-            &state,
             StatusCode::INTERNAL_SERVER_ERROR,
             path,
             "An internal error occurred.",
@@ -380,7 +370,7 @@ fn consume_refresh_token(
     user_id: Option<&str>,
     token: &str,
 ) -> Result<(), Response> {
-    let bad = |message: &str| error(state, StatusCode::BAD_REQUEST, path, message);
+    let bad = |message: &str| error(StatusCode::BAD_REQUEST, path, message);
     let mut data = state.data();
     let row = data
         .refresh_tokens
@@ -421,7 +411,6 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
         .any(|c| c.split(';').any(|p| p.trim().starts_with("refresh_token=")));
     if has_cookie {
         return error(
-            state,
             StatusCode::FORBIDDEN,
             path,
             "Missing or incorrect CSRF cookie type.",
@@ -435,7 +424,6 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
     let user_id = request.get("user_id").and_then(Value::as_str).unwrap_or("");
     if !is_uuid(token) {
         return error(
-            state,
             StatusCode::BAD_REQUEST,
             path,
             "The refresh token should be a valid UUID.",
@@ -443,7 +431,6 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
     }
     if !is_uuid(user_id) {
         return error(
-            state,
             StatusCode::BAD_REQUEST,
             path,
             "The user ID should be a valid UUID.",
@@ -467,7 +454,7 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
         user_id: user_id.to_string(),
         token: token.to_string(),
     });
-    let mut resp = success(state, path, json!({"access_token": access_token}));
+    let mut resp = success(path, json!({"access_token": access_token}));
     if !state.data().faults.omit_refresh_cookie {
         let expires =
             httpdate::fmt_http_date(std::time::SystemTime::now() + state.opts.refresh_token_ttl);
@@ -509,7 +496,7 @@ fn logout(state: &State, path: &str, user_id: &str, body: &Bytes) -> Response {
             });
         }
     }
-    success(state, path, Value::String(String::new()))
+    success(path, Value::String(String::new()))
 }
 
 fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) -> Response {
@@ -517,9 +504,7 @@ fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) ->
     match path {
         "/users/me.json" => {
             let account = state.account(user_id).expect("authenticated user exists");
-            success(
-                state,
-                path,
+            success(path,
                 json!({
                     "id": account.id, "username": account.username, "active": true, "deleted": false,
                     "is_mfa_enabled": !account.mfa.is_empty(),
@@ -530,9 +515,7 @@ fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) ->
                 }),
             )
         }
-        "/resource-types.json" => success(
-            state,
-            path,
+        "/resource-types.json" => success(path,
             Value::Array(
                 super::seed::RESOURCE_TYPES
                     .iter()
@@ -552,10 +535,10 @@ fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) ->
                 .iter()
                 .filter(|r| r.seed.readers.iter().any(|u| u == user_id))
                 .filter(|r| !has("filter[has-id][]") && !has("filter[has-id]") || ids.contains(&r.seed.id.as_str()))
-                .map(|r| resource_json(state, r, user_id, has("contain[secret]")))
+                .map(|r| resource_json(r, user_id, has("contain[secret]")))
                 .collect();
             drop(data);
-            success(state, path, Value::Array(items))
+            success(path, Value::Array(items))
         }
         "/folders.json" => {
             let data = state.data();
@@ -576,7 +559,7 @@ fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) ->
                 })
                 .collect();
             drop(data);
-            success(state, path, Value::Array(items))
+            success(path, Value::Array(items))
         }
         "/metadata/keys.json" => {
             let envelope = state.data().metadata_envelopes.get(user_id).cloned();
@@ -587,9 +570,7 @@ fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) ->
             } else {
                 Vec::new()
             };
-            success(
-                state,
-                path,
+            success(path,
                 json!([{
                     "id": state.metadata_key_id,
                     "fingerprint": state.metadata_key.fingerprint(),
@@ -599,11 +580,11 @@ fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) ->
                 }]),
             )
         }
-        "/metadata/session-keys.json" => success(state, path, json!([])),
+        "/metadata/session-keys.json" => success(path, json!([])),
         _ => {
             if let Some(id) = path.strip_prefix("/secrets/resource/").and_then(|p| p.strip_suffix(".json")) {
                 if !is_uuid(id) {
-                    return error(state, StatusCode::BAD_REQUEST, path, "The resource identifier should be a valid UUID.");
+                    return error(StatusCode::BAD_REQUEST, path, "The resource identifier should be a valid UUID.");
                 }
                 let data = state.data();
                 let secret = data
@@ -613,37 +594,32 @@ fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) ->
                     .and_then(|r| r.secrets.get(user_id).map(|s| (r.seed.id.clone(), s.clone())));
                 drop(data);
                 return match secret {
-                    Some((rid, s)) => success(state, path, json!({"id": uuid::Uuid::new_v4().to_string(), "user_id": user_id, "resource_id": rid, "data": s})),
-                    None => error(state, StatusCode::NOT_FOUND, path, "The secret does not exist."),
+                    Some((rid, s)) => success(path, json!({"id": uuid::Uuid::new_v4().to_string(), "user_id": user_id, "resource_id": rid, "data": s})),
+                    None => error(StatusCode::NOT_FOUND, path, "The secret does not exist."),
                 };
             }
             if let Some(id) = path.strip_prefix("/resources/").and_then(|p| p.strip_suffix(".json")) {
                 if !is_uuid(id) {
-                    return error(state, StatusCode::BAD_REQUEST, path, "The resource identifier should be a valid UUID.");
+                    return error(StatusCode::BAD_REQUEST, path, "The resource identifier should be a valid UUID.");
                 }
                 let data = state.data();
                 let item = data
                     .resources
                     .iter()
                     .find(|r| r.seed.id == id && r.seed.readers.iter().any(|u| u == user_id))
-                    .map(|r| resource_json(state, r, user_id, has("contain[secret]")));
+                    .map(|r| resource_json(r, user_id, has("contain[secret]")));
                 drop(data);
                 return match item {
-                    Some(v) => success(state, path, v),
-                    None => error(state, StatusCode::NOT_FOUND, path, "The resource does not exist."),
+                    Some(v) => success(path, v),
+                    None => error(StatusCode::NOT_FOUND, path, "The resource does not exist."),
                 };
             }
-            error(state, StatusCode::NOT_FOUND, path, "The requested address was not found.")
+            error(StatusCode::NOT_FOUND, path, "The requested address was not found.")
         }
     }
 }
 
-fn resource_json(
-    state: &State,
-    r: &super::StoredResource,
-    user_id: &str,
-    with_secret: bool,
-) -> Value {
+fn resource_json(r: &super::StoredResource, user_id: &str, with_secret: bool) -> Value {
     let s = &r.seed;
     let mut v = json!({
         "id": s.id,
@@ -676,6 +652,5 @@ fn resource_json(
             .unwrap_or_default();
         v["secrets"] = json!(secrets);
     }
-    let _ = state;
     v
 }
