@@ -53,7 +53,11 @@ async fn trace_logs_of_every_command_leak_nothing() {
         vec!["--log-format", "json", "once", "--dry-run", "-c", c],
     ] {
         let out = cli(&args, &trace).await;
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         logs.push_str(&String::from_utf8_lossy(&out.stdout));
         logs.push_str(&String::from_utf8_lossy(&out.stderr));
     }
@@ -78,7 +82,10 @@ async fn trace_logs_of_every_command_leak_nothing() {
     for s in &secrets {
         // Multi-line secrets are checked line by line, as logs escape newlines.
         for part in s.lines().filter(|p| p.len() >= 4) {
-            assert!(!logs.contains(part), "a secret leaked into the logs: {part:?}");
+            assert!(
+                !logs.contains(part),
+                "a secret leaked into the logs: {part:?}"
+            );
         }
     }
 }
