@@ -413,20 +413,24 @@ impl Config {
         let mut config: Config = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
         config.check_targets(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
+        // Relative paths are relative to the config file; paths under
+        // ${CREDENTIALS_DIRECTORY} are expanded when read.
+        let anchor = |p: &mut PathBuf| {
+            if p.is_relative() && !p.starts_with("${CREDENTIALS_DIRECTORY}") {
+                *p = base.join(&*p);
+            }
+        };
         for t in &mut config.targets {
-            if let Source::Template(tpl) = &mut t.source
-                && tpl.is_relative()
-            {
-                *tpl = base.join(&*tpl);
+            if let Source::Template(tpl) = &mut t.source {
+                anchor(tpl);
             }
         }
-        if config.auth.private_key_file.is_relative() {
-            config.auth.private_key_file = base.join(&config.auth.private_key_file);
+        anchor(&mut config.auth.private_key_file);
+        if let Some(p) = &mut config.auth.passphrase_file {
+            anchor(p);
         }
-        if let Some(p) = &mut config.auth.passphrase_file
-            && p.is_relative()
-        {
-            *p = base.join(&*p);
+        if let Some(p) = &mut config.server.ca_file {
+            anchor(p);
         }
         Ok(config)
     }

@@ -75,7 +75,7 @@ pub enum HookError {
     #[error("hook for {} has an empty command", .target.display())]
     EmptyCommand { target: PathBuf },
 
-    #[error("cannot start hook program {program:?} for {}", .target.display())]
+    #[error("cannot start hook program {program:?} for {}: {source}", .target.display())]
     Spawn {
         program: String,
         target: PathBuf,
@@ -83,7 +83,7 @@ pub enum HookError {
         source: std::io::Error,
     },
 
-    #[error("cannot wait for the hook for {}", .target.display())]
+    #[error("cannot wait for the hook for {}: {source}", .target.display())]
     Wait {
         target: PathBuf,
         #[source]

@@ -79,7 +79,9 @@ impl WriteOutcome {
 }
 
 /// Why a write, a read or a removal failed. Variants name the path; none
-/// carries file content.
+/// carries file content. The OS error is part of the message: operators
+/// read Display, and "cannot chown" without "Operation not permitted" is
+/// half an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("cannot write {}: its parent directory does not exist", .path.display())]
@@ -91,7 +93,7 @@ pub enum WriteError {
     #[error("cannot write {}: mode {mode:#o} is larger than 0o7777", .path.display())]
     InvalidMode { path: PathBuf, mode: u32 },
 
-    #[error("cannot {op} {}", .path.display())]
+    #[error("cannot {op} {}: {source}", .path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -105,7 +107,7 @@ pub enum WriteError {
     #[error("unknown group {name:?}")]
     UnknownGroup { name: String },
 
-    #[error("cannot look up {what} {name:?}")]
+    #[error("cannot look up {what} {name:?}: {source}")]
     AccountLookup {
         what: &'static str,
         name: String,

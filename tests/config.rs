@@ -277,6 +277,11 @@ fn credentials_directory_is_expanded_and_its_absence_is_explained() {
         "${CREDENTIALS_DIRECTORY}/private.asc",
     );
     let c = parse(&text).unwrap();
+    assert_eq!(
+        c.auth.private_key_file,
+        PathBuf::from("${CREDENTIALS_DIRECTORY}/private.asc"),
+        "not anchored to the config's directory"
+    );
     // This test process has no CREDENTIALS_DIRECTORY (systemd sets it).
     assert!(std::env::var_os("CREDENTIALS_DIRECTORY").is_none());
     let err = c.auth.read_private_key().unwrap_err();
@@ -285,6 +290,54 @@ fn credentials_directory_is_expanded_and_its_absence_is_explained() {
         "{err}"
     );
     assert!(err.to_string().contains("LoadCredential"), "{err}");
+    // Under systemd it points into the credentials directory: the key
+    // loads, and the next problem is the (absent) server.
+    let accounts: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/captures/accounts.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/captures/keys/alice_private.asc"),
+        creds.path().join("private.asc"),
+    )
+    .unwrap();
+    std::fs::write(
+        creds.path().join("passphrase"),
+        format!("{}\n", accounts["alice"]["passphrase"].as_str().unwrap()),
+    )
+    .unwrap();
+    let cfg = creds.path().join("sync.yaml");
+    std::fs::write(
+        &cfg,
+        HEAD.replace("https://passbolt.example.com", "http://127.0.0.1:9")
+            .replace(
+                "/etc/passbolt-sync/private.asc",
+                "${CREDENTIALS_DIRECTORY}/private.asc",
+            )
+            .replace(
+                "/etc/passbolt-sync/passphrase",
+                "${CREDENTIALS_DIRECTORY}/passphrase",
+            ),
+    )
+    .unwrap();
+    let run = |env: Option<&Path>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_passbolt-sync"));
+        cmd.args(["resources", "-c", cfg.to_str().unwrap()])
+            .env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = env {
+            cmd.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        String::from_utf8_lossy(&cmd.output().unwrap().stderr).into_owned()
+    };
+    let with = run(Some(creds.path()));
+    assert!(with.contains("cannot reach the passbolt server"), "{with}");
+    let without = run(None);
+    assert!(without.contains("CREDENTIALS_DIRECTORY"), "{without}");
 }
 
 #[test]
