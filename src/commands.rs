@@ -195,6 +195,26 @@ pub async fn check(
         )
         .map_err(w)?;
     }
+    let keys = client.load_metadata_keys().await?;
+    let mut fps: Vec<&String> = keys.fingerprints().values().collect();
+    fps.sort();
+    writeln!(
+        out,
+        "v5 metadata keys shared with this account: {}{}",
+        keys.len(),
+        if fps.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                fps.iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    )
+    .map_err(w)?;
     let report = sync::run_pass(&client, config, None, PassOptions { dry_run: true }).await?;
     writeln!(
         out,

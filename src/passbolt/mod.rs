@@ -171,29 +171,41 @@ impl Client {
         Ok(types.clone())
     }
 
+    /// Fetches and opens every metadata key shared with this account.
+    pub async fn load_metadata_keys(&self) -> Result<Keyring, ClientError> {
+        let mut ring = self.keyring.lock().await;
+        self.fetch_keyring(&mut ring).await?;
+        Ok(ring.clone())
+    }
+
     /// The metadata keys needed to read `key_ids`, fetched when one is new.
     pub async fn keyring(&self, key_ids: &[&str]) -> Result<Keyring, ClientError> {
         let mut ring = self.keyring.lock().await;
         if key_ids.iter().any(|id| !ring.contains(id)) {
-            let listed = api::metadata_keys(&self.session).await?;
-            let user_key = self.session.user_key().clone();
-            let (fresh, errors) =
-                tokio::task::spawn_blocking(move || Keyring::load(&listed, &user_key))
-                    .await
-                    .expect("key loading task");
-            for e in &errors {
-                tracing::error!(error = %e, "metadata key unusable");
-            }
-            if !ring.is_empty() && fresh.fingerprints() != ring.fingerprints() {
-                tracing::warn!(
-                    before = ?ring.fingerprints(),
-                    after = ?fresh.fingerprints(),
-                    "the set of metadata keys changed"
-                );
-            }
-            *ring = fresh;
+            self.fetch_keyring(&mut ring).await?;
         }
         Ok(ring.clone())
+    }
+
+    async fn fetch_keyring(&self, ring: &mut Keyring) -> Result<(), ClientError> {
+        let listed = api::metadata_keys(&self.session).await?;
+        let user_key = self.session.user_key().clone();
+        let (fresh, errors) =
+            tokio::task::spawn_blocking(move || Keyring::load(&listed, &user_key))
+                .await
+                .expect("key loading task");
+        for e in &errors {
+            tracing::error!(error = %e, "metadata key unusable");
+        }
+        if !ring.is_empty() && fresh.fingerprints() != ring.fingerprints() {
+            tracing::warn!(
+                before = ?ring.fingerprints(),
+                after = ?fresh.fingerprints(),
+                "the set of metadata keys changed"
+            );
+        }
+        *ring = fresh;
+        Ok(())
     }
 
     /// Lists every resource the account can read, with metadata decoded.
