@@ -531,7 +531,11 @@ async fn the_example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     // The example names its template relative to itself, as in /etc.
     std::fs::copy(root.join("sync.example.yaml"), dir.path().join("sync.yaml")).unwrap();
-    std::fs::copy(root.join("docs/app.conf.tmpl"), dir.path().join("app.conf.tmpl")).unwrap();
+    std::fs::copy(
+        root.join("docs/app.conf.tmpl"),
+        dir.path().join("app.conf.tmpl"),
+    )
+    .unwrap();
     let config = dir.path().join("sync.yaml");
     let out = cli(&["check", "-c", config.to_str().unwrap()], &[]).await;
     let (stdout, stderr) = text(&out);
