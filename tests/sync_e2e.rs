@@ -543,3 +543,24 @@ async fn the_example_config_is_valid() {
     assert!(stdout.contains("valid, 5 target(s)"), "{stdout}");
     assert!(stdout.contains("30 3 * * * (UTC)"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_response_is_named_and_touches_no_file() {
+    let s = setup("bob", every_format).await;
+    assert_eq!(once(&s.config, &[]).await.0, 0);
+    let before = read(&s.out().join("app.env"));
+    for path in ["/resources.json", "/auth/verify.json"] {
+        s.server.set_faults(Faults {
+            malformed_path: Some(path.into()),
+            ..Faults::default()
+        });
+        let (code, _, stderr) = once(&s.config, &[]).await;
+        assert_eq!(code, 1);
+        assert!(
+            stderr.contains(&format!("malformed response from {path}"))
+                && stderr.contains("not a passbolt JSON envelope"),
+            "{stderr}"
+        );
+        assert_eq!(read(&s.out().join("app.env")), before);
+    }
+}

@@ -79,7 +79,17 @@ async fn dispatch(
         tokio::time::sleep(delay).await;
     }
     let path = uri.path().to_string();
+    let malformed = faults
+        .malformed_path
+        .as_deref()
+        .is_some_and(|p| path.starts_with(p));
     let resp = match faults.status_for_all {
+        _ if malformed => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>Welcome to nginx!</body></html>",
+        )
+            .into_response(),
         Some(code) => error(
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &path,

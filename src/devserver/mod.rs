@@ -99,6 +99,9 @@ pub struct Faults {
     pub omit_refresh_cookie: bool,
     /// Delay every response by this much.
     pub delay: Option<Duration>,
+    /// Answer requests whose path starts with this with a 200 HTML page,
+    /// as a misconfigured proxy would.
+    pub malformed_path: Option<String>,
 }
 
 #[derive(Clone, Debug)]
