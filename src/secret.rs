@@ -218,15 +218,8 @@ pub fn type_has_field(slug: &str, field: &Field) -> bool {
     let is = |list: &[&str]| list.contains(&slug);
     match field {
         Field::Name => true,
-        Field::Password => is(&[
-            "password-string",
-            "password-and-description",
-            "password-description-totp",
-            "v5-password-string",
-            "v5-default",
-            "v5-default-with-totp",
-        ]),
-        Field::Username => is(&[
+        // Every type with a password also has a username, and no other.
+        Field::Password | Field::Username => is(&[
             "password-string",
             "password-and-description",
             "password-description-totp",

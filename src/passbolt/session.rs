@@ -483,11 +483,7 @@ impl Session {
         if !fresh {
             self.renew_locked(&mut tokens).await?;
         }
-        Ok(tokens
-            .access
-            .as_ref()
-            .map(|a| a.value.clone())
-            .expect("renewal sets an access token"))
+        Ok(current(&tokens))
     }
 
     /// Renews after the server refused `rejected`, unless another task
@@ -502,11 +498,7 @@ impl Session {
             tokens.access = None;
             self.renew_locked(&mut tokens).await?;
         }
-        Ok(tokens
-            .access
-            .as_ref()
-            .map(|a| a.value.clone())
-            .expect("renewal sets an access token"))
+        Ok(current(&tokens))
     }
 
     /// An authenticated GET. A 401 gets one renewal and one retry.
@@ -566,6 +558,15 @@ impl Session {
     pub async fn has_refresh_token(&self) -> bool {
         self.tokens.lock().await.refresh.is_some()
     }
+}
+
+/// The access token a successful renewal left in `tokens`.
+fn current(tokens: &Tokens) -> Zeroizing<String> {
+    tokens
+        .access
+        .as_ref()
+        .map(|a| a.value.clone())
+        .expect("renewal sets an access token")
 }
 
 fn now() -> i64 {
