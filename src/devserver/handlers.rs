@@ -40,7 +40,10 @@ fn envelope(status: StatusCode, path: &str, message: &str, body: Value) -> Respo
         "url": path,
         "code": status.as_u16(),
     });
-    if let Value::Array(items) = &body {
+    // Only the paginated index endpoints carry pagination.
+    if let Value::Array(items) = &body
+        && matches!(path, "/resources.json" | "/folders.json")
+    {
         header["pagination"] = json!({"limit": null, "page": 1, "count": items.len()});
     }
     let mut resp = (
