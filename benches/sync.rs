@@ -16,10 +16,7 @@
 //! The dev server runs in the same process and runtime as the client, so
 //! the network rows include the server's own work (verifying the login
 //! challenge, signing the response and the RS256 token, serializing the
-//! listing) on the same two cores. Notably the dev server checks an access
-//! token by signing it again (an RSA-2048 private-key operation) on every
-//! authenticated request, likely most of each ~2 ms round trip here; see
-//! the `GET /users/me.json` row.
+//! listing) on the same two cores.
 //!
 //! The machine may be shared: compare mins when medians look noisy.
 
@@ -358,7 +355,7 @@ async fn bench_listing(server: &DevServer, whos: &[Who]) {
         row(
             "GET /users/me.json (one authenticated round trip)",
             &s.stats(),
-            "dev server re-signs the JWT (RSA-2048) per request",
+            "dev server verifies the RS256 JWT per request",
         );
     }
     for who in whos {

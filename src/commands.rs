@@ -46,7 +46,7 @@ pub async fn connect(config: &Config) -> Result<Client, AppError> {
     let key_path = config::expand(&config.auth.private_key_file)?;
     let key_data = config.auth.read_private_key()?;
     let passphrase = config.auth.read_passphrase()?;
-    // Unlocking runs the passphrase KDF: tens of milliseconds of CPU.
+    // Unlocking runs the passphrase KDF: up to several hundred ms of CPU.
     let key = tokio::task::spawn_blocking(move || {
         PrivateKey::load(&key_data, passphrase.as_ref().map(|p| p.as_slice()))
     })

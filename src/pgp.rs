@@ -86,8 +86,9 @@ impl PublicKey {
     }
 }
 
-/// An unlocked private key. Unlocking (passphrase KDF) costs tens of
-/// milliseconds, so it happens once; the keypairs are then shared by every
+/// An unlocked private key. Unlocking (the passphrase KDF, over every
+/// locked subkey) costs up to several hundred milliseconds with GnuPG's
+/// strongest settings, so it happens once; the keypairs are then shared by every
 /// decryption, including those running in parallel on the blocking pool.
 pub struct PrivateKey {
     cert: Cert,
