@@ -103,6 +103,20 @@ pub fn write_config(dir: &Path, server: &DevServer, who: &Fixture, extra: &str) 
     path
 }
 
+/// The fixture's unlocked key, unlocked once per test binary: the fixture
+/// keys use GnuPG's strongest passphrase hashing (about 0.4 s per unlock).
+pub fn shared_key(who: &Fixture) -> Arc<PrivateKey> {
+    static KEYS: std::sync::Mutex<Vec<(&'static str, Arc<PrivateKey>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut keys = KEYS.lock().unwrap();
+    if let Some((_, k)) = keys.iter().find(|(n, _)| *n == who.name) {
+        return k.clone();
+    }
+    let k = Arc::new(who.private_key());
+    keys.push((who.name, k.clone()));
+    k
+}
+
 pub fn client(server: &DevServer, who: &Fixture) -> passbolt_sync::passbolt::Client {
     passbolt_sync::passbolt::Client::new(
         passbolt_sync::passbolt::SessionOptions {
@@ -112,7 +126,7 @@ pub fn client(server: &DevServer, who: &Fixture) -> passbolt_sync::passbolt::Cli
             ca_pem: None,
             timeout: std::time::Duration::from_secs(10),
         },
-        Arc::new(who.private_key()),
+        shared_key(who),
     )
     .unwrap()
 }
