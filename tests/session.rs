@@ -16,6 +16,26 @@ fn short_tokens() -> Options {
     }
 }
 
+/// A client whose URL, user id or pin differ from the account's own.
+fn custom_client(
+    base_url: String,
+    user_id: String,
+    fingerprint: Option<String>,
+    key_of: &common::Fixture,
+) -> passbolt_sync::passbolt::Client {
+    passbolt_sync::passbolt::Client::new(
+        passbolt_sync::passbolt::SessionOptions {
+            base_url,
+            user_id,
+            fingerprint,
+            ca_pem: None,
+            timeout: Duration::from_secs(5),
+        },
+        common::shared_key(key_of),
+    )
+    .unwrap()
+}
+
 /// Waits until a 2-second access token has expired.
 async fn expire() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -40,17 +60,12 @@ async fn login_works_for_rsa_and_curve25519_accounts() {
 async fn a_pinned_fingerprint_that_does_not_match_fails_closed() {
     let server = devserver(Options::default()).await;
     let f = fixture("alice");
-    let c = passbolt_sync::passbolt::Client::new(
-        passbolt_sync::passbolt::SessionOptions {
-            base_url: server.url(),
-            user_id: f.id.clone(),
-            fingerprint: Some("0123456789ABCDEF0123456789ABCDEF01234567".into()),
-            ca_pem: None,
-            timeout: Duration::from_secs(5),
-        },
-        std::sync::Arc::new(f.private_key()),
-    )
-    .unwrap();
+    let c = custom_client(
+        server.url(),
+        f.id.clone(),
+        Some("0123456789ABCDEF0123456789ABCDEF01234567".into()),
+        &f,
+    );
     let err = c.login().await.unwrap_err();
     assert!(matches!(err, ClientError::PinMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&server.server_fingerprint()));
@@ -127,17 +142,12 @@ async fn the_wrong_key_for_the_user_is_a_400_login_refusal() {
     let alice = fixture("alice");
     let bob = fixture("bob");
     // Alice's id with Bob's key: the server cannot verify the signature.
-    let c = passbolt_sync::passbolt::Client::new(
-        passbolt_sync::passbolt::SessionOptions {
-            base_url: server.url(),
-            user_id: alice.id.clone(),
-            fingerprint: Some(server.server_fingerprint()),
-            ca_pem: None,
-            timeout: Duration::from_secs(5),
-        },
-        std::sync::Arc::new(bob.private_key()),
-    )
-    .unwrap();
+    let c = custom_client(
+        server.url(),
+        alice.id.clone(),
+        Some(server.server_fingerprint()),
+        &bob,
+    );
     let err = c.login().await.unwrap_err();
     match &err {
         ClientError::LoginRefused { message, .. } => {
@@ -153,17 +163,12 @@ async fn a_wrong_base_url_is_refused_by_the_server_domain_check() {
     let alice = fixture("alice");
     // Same server, other spelling: the server compares strings exactly.
     let url = server.url().replace("127.0.0.1", "localhost");
-    let c = passbolt_sync::passbolt::Client::new(
-        passbolt_sync::passbolt::SessionOptions {
-            base_url: url,
-            user_id: alice.id.clone(),
-            fingerprint: Some(server.server_fingerprint()),
-            ca_pem: None,
-            timeout: Duration::from_secs(5),
-        },
-        std::sync::Arc::new(alice.private_key()),
-    )
-    .unwrap();
+    let c = custom_client(
+        url,
+        alice.id.clone(),
+        Some(server.server_fingerprint()),
+        &alice,
+    );
     let err = c.login().await.unwrap_err();
     assert!(matches!(err, ClientError::LoginRefused { .. }), "{err}");
     assert!(server.events().iter().any(|e| matches!(e,
@@ -174,17 +179,12 @@ async fn a_wrong_base_url_is_refused_by_the_server_domain_check() {
 async fn an_unknown_user_is_a_404() {
     let server = devserver(Options::default()).await;
     let alice = fixture("alice");
-    let c = passbolt_sync::passbolt::Client::new(
-        passbolt_sync::passbolt::SessionOptions {
-            base_url: server.url(),
-            user_id: "00000000-0000-4000-8000-000000000000".into(),
-            fingerprint: None,
-            ca_pem: None,
-            timeout: Duration::from_secs(5),
-        },
-        std::sync::Arc::new(alice.private_key()),
-    )
-    .unwrap();
+    let c = custom_client(
+        server.url(),
+        "00000000-0000-4000-8000-000000000000".into(),
+        None,
+        &alice,
+    );
     let err = c.login().await.unwrap_err();
     assert!(matches!(err, ClientError::UserNotFound { .. }), "{err}");
 }
