@@ -26,6 +26,9 @@ use zeroize::Zeroizing;
 
 static POLICY: StandardPolicy<'static> = StandardPolicy::new();
 
+type SecretKey =
+    openpgp::packet::Key<openpgp::packet::key::SecretParts, openpgp::packet::key::UnspecifiedRole>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PgpError {
     #[error("cannot read the OpenPGP key: {0}")]
@@ -114,11 +117,7 @@ impl PrivateKey {
         }
         let fingerprint = cert.fingerprint().to_hex();
         let password = passphrase.map(Password::from);
-        let unlock = |key: openpgp::packet::Key<
-            openpgp::packet::key::SecretParts,
-            openpgp::packet::key::UnspecifiedRole,
-        >|
-         -> Result<KeyPair, PgpError> {
+        let unlock = |key: SecretKey| -> Result<KeyPair, PgpError> {
             let key = if key.secret().is_encrypted() {
                 let Some(pw) = &password else {
                     return Err(PgpError::PassphraseNeeded {
@@ -136,59 +135,77 @@ impl PrivateKey {
                 .map_err(|e| PgpError::BadKey(e.to_string()))
         };
 
-        let mut decryptors = Vec::new();
-        for ka in cert
+        let mut wanted: Vec<SecretKey> = cert
             .keys()
             .with_policy(&POLICY, None)
             .secret()
             .for_transport_encryption()
             .for_storage_encryption()
-        {
-            decryptors.push(unlock(ka.key().clone().role_into_unspecified())?);
-        }
-        if decryptors.is_empty() {
+            .map(|ka| ka.key().clone().role_into_unspecified())
+            .collect();
+        if wanted.is_empty() {
             // A policy-rejected or expired subkey can still decrypt old messages.
             for ka in cert.keys().secret() {
                 let flags = ka.self_signatures().next().and_then(|s| s.key_flags());
                 if flags.is_some_and(|f| f.for_transport_encryption() || f.for_storage_encryption())
                 {
-                    decryptors.push(unlock(ka.key().clone().role_into_unspecified())?);
+                    wanted.push(ka.key().clone().role_into_unspecified());
                 }
             }
         }
-        if decryptors.is_empty() {
+        if wanted.is_empty() {
             return Err(PgpError::NoUsableKey {
                 fingerprint,
                 purpose: "decryption",
             });
         }
+        let decryptor_count = wanted.len();
 
         // passbolt compares the signature's issuer with the primary key's
         // fingerprint, so we sign with the primary key when it can sign.
-        let primary = cert.primary_key();
         let primary_signs = cert
             .with_policy(&POLICY, None)
             .ok()
             .and_then(|vc| vc.primary_key().key_flags())
             .is_some_and(|f| f.for_signing());
-        let signer = if primary_signs {
-            Some(unlock(
-                primary
+        let signing_key = if primary_signs {
+            Some(
+                cert.primary_key()
                     .key()
                     .clone()
                     .parts_into_secret()
                     .map_err(|_| PgpError::NotSecret)?
                     .role_into_unspecified(),
-            )?)
+            )
         } else {
             cert.keys()
                 .with_policy(&POLICY, None)
                 .secret()
                 .for_signing()
                 .next()
-                .map(|ka| unlock(ka.key().clone().role_into_unspecified()))
-                .transpose()?
+                .map(|ka| ka.key().clone().role_into_unspecified())
         };
+        wanted.extend(signing_key);
+
+        // Each locked key runs the passphrase KDF over its own salt, which
+        // takes up to half a second with GnuPG's strongest settings: unlock
+        // them side by side.
+        let unlocked: Vec<Result<KeyPair, PgpError>> = std::thread::scope(|s| {
+            let unlock = &unlock;
+            let handles: Vec<_> = wanted
+                .into_iter()
+                .map(|k| s.spawn(move || unlock(k)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("unlock thread"))
+                .collect()
+        });
+        let mut pairs = unlocked
+            .into_iter()
+            .collect::<Result<Vec<KeyPair>, PgpError>>()?;
+        let signer = (pairs.len() > decryptor_count).then(|| pairs.pop().expect("signer"));
+        let decryptors = pairs;
 
         Ok(PrivateKey {
             cert,
