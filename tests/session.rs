@@ -434,3 +434,27 @@ async fn listing_without_secrets_decrypts_nothing_secret() {
     let one = c.list_ids(&[ids::V5_PIN.to_string()], false).await.unwrap();
     assert_eq!(one.resources.len(), 1);
 }
+
+#[tokio::test]
+async fn a_server_that_does_not_answer_in_time_is_an_outage_named_as_such() {
+    let server = devserver(Options::default()).await;
+    server.set_faults(Faults {
+        delay: Some(Duration::from_secs(3)),
+        ..Faults::default()
+    });
+    let alice = fixture("alice");
+    let c = passbolt_sync::passbolt::Client::new(
+        passbolt_sync::passbolt::SessionOptions {
+            base_url: server.url(),
+            user_id: alice.id.clone(),
+            fingerprint: None,
+            ca_pem: None,
+            timeout: Duration::from_millis(500),
+        },
+        common::shared_key(&alice),
+    )
+    .unwrap();
+    let err = c.login().await.unwrap_err();
+    assert!(err.is_outage(), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+}

@@ -577,14 +577,15 @@ fn now() -> i64 {
 }
 
 fn unreachable(base: &str, e: &reqwest::Error) -> ClientError {
-    // reqwest's Display stops at the outermost layer; the cause chain says
-    // whether it was a refused connection, DNS or TLS.
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
+    // reqwest's outer layers say "error sending request for url (...)";
+    // the innermost cause says why: refused, DNS, TLS, timeout.
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let mut detail = cause.to_string();
+    if e.is_timeout() && !detail.contains("timed out") {
+        detail = format!("timed out ({detail})");
     }
     ClientError::Unreachable {
         url: base.to_string(),
