@@ -117,9 +117,10 @@ impl Daemon {
                 } else {
                     tracing::debug!(error = %e, "sync still failing");
                 }
+                let down = health.down_for().unwrap_or_default();
                 status(&format!(
-                    "sync failing since {:?}: {e}",
-                    health.down_for().unwrap_or_default()
+                    "sync failing for {}: {e}",
+                    humantime::format_duration(Duration::from_secs(down.as_secs()))
                 ));
             }
         }
