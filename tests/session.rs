@@ -410,7 +410,7 @@ async fn every_resource_type_decodes_for_rsa_and_curve25519() {
             secret(ids::V5_NOTE).note.unwrap().expose(),
             "line one\nline two"
         );
-        assert_eq!(secret(ids::V5_PIN).pin.unwrap().expose(), "0420");
+        assert_eq!(secret(ids::V5_PIN).pin.unwrap().expose(), "73019468");
         // One personal (user_key) resource each.
         assert_eq!(
             listing

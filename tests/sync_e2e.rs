@@ -115,7 +115,7 @@ async fn once_writes_every_format_from_every_resource_type() {
             ("v5-totp", totp),
             ("v5-custom", "tok-123456"),
             ("v5-note", "line one\nline two"),
-            ("v5-pin", "0420"),
+            ("v5-pin", "73019468"),
             (
                 "app.env",
                 "DESC='secret description'\nNAME='VPN 2FA'\nSMTP='smtp-pass-v4'\nURI='https://gitlab.internal'\nUSER='gitlab-admin'\n",
@@ -261,11 +261,15 @@ async fn vanished_resources_follow_their_on_missing_policy() {
     let o = s.out();
     assert_eq!(
         read(&o.join("keep")),
-        "0420",
+        "73019468",
         "keep: the last good file stays"
     );
     assert!(!o.join("remove").exists(), "remove: the file is gone");
-    assert_eq!(read(&o.join("fail")), "0420", "fail: nothing is deleted");
+    assert_eq!(
+        read(&o.join("fail")),
+        "73019468",
+        "fail: nothing is deleted"
+    );
     assert_eq!(
         read(&o.join("other")),
         "redis-pass-v5",
@@ -366,7 +370,7 @@ async fn an_ambiguous_name_fails_that_target_only_and_names_the_ids() {
         stdout.contains(ids::V5_PASSWORD_STRING) && stdout.contains(twin),
         "{stdout}"
     );
-    assert_eq!(read(&s.out().join("pin")), "0420");
+    assert_eq!(read(&s.out().join("pin")), "73019468");
     assert!(!s.out().join("redis").exists());
 }
 

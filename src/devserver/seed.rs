@@ -351,7 +351,7 @@ pub fn sample_resources(readers: &[String]) -> Vec<SeedResource> {
         },
         SeedResource {
             description: Some("door code".into()),
-            secret: r#"{"object_type":"PASSBOLT_SECRET_DATA","pin_code":"0420","description":null}"#.into(),
+            secret: r#"{"object_type":"PASSBOLT_SECRET_DATA","pin_code":"73019468","description":null}"#.into(),
             ..shared(ids::V5_PIN, "v5-pin-code", "Server room", Shared)
         },
         SeedResource {
