@@ -86,22 +86,24 @@ impl Daemon {
                     .iter()
                     .any(|t| !matches!(t.status, sync::Status::Unchanged));
                 let stats = client.stats();
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                // An idle daemon stays quiet at info level: passes that
+                // change nothing are logged at debug.
+                macro_rules! log_pass {
+                    ($level:ident) => {
+                        tracing::$level!(
+                            elapsed_ms,
+                            logins = stats.logins,
+                            refreshes = stats.refreshes,
+                            "sync: {}",
+                            report.summary()
+                        )
+                    };
+                }
                 if changed || !report.all_current() {
-                    tracing::info!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        logins = stats.logins,
-                        refreshes = stats.refreshes,
-                        "sync: {}",
-                        report.summary()
-                    );
+                    log_pass!(info);
                 } else {
-                    tracing::debug!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        logins = stats.logins,
-                        refreshes = stats.refreshes,
-                        "sync: {}",
-                        report.summary()
-                    );
+                    log_pass!(debug);
                 }
                 status(&format!(
                     "last sync {}: {}",
