@@ -193,15 +193,20 @@ fn authenticate(state: &State, path: &str, headers: &HeaderMap) -> Result<String
         return Err(unauthorized());
     }
     if state.data().mfa_pending.contains(token) {
-        let mut resp = (StatusCode::FOUND, "").into_response();
-        resp.headers_mut().insert(
-            header::LOCATION,
-            HeaderValue::from_str(&format!("{}/mfa/verify/error.json", state.base_url))
-                .expect("ASCII"),
-        );
-        return Err(resp);
+        return Err(mfa_required(state));
     }
     Ok(claims.sub)
+}
+
+/// The redirect the real server gives every non-whitelisted request while
+/// MFA is pending.
+fn mfa_required(state: &State) -> Response {
+    let mut resp = (StatusCode::FOUND, "").into_response();
+    resp.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("{}/mfa/verify/error.json", state.base_url)).expect("ASCII"),
+    );
+    resp
 }
 
 fn issue_access_token(state: &State, user_id: &str) -> String {
@@ -450,13 +455,7 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
         );
     }
     if state.account(user_id).is_some_and(|a| !a.mfa.is_empty()) {
-        let mut resp = (StatusCode::FOUND, "").into_response();
-        resp.headers_mut().insert(
-            header::LOCATION,
-            HeaderValue::from_str(&format!("{}/mfa/verify/error.json", state.base_url))
-                .expect("ASCII"),
-        );
-        return resp;
+        return mfa_required(state);
     }
     if let Err(resp) = consume_refresh_token(state, path, Some(user_id), token) {
         return resp;

@@ -28,6 +28,20 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// The resource the error is about.
+    pub fn resource_id(&self) -> &str {
+        match self {
+            DecodeError::MissingMetadataKey { id, .. }
+            | DecodeError::Metadata { id, .. }
+            | DecodeError::UnknownType { id, .. }
+            | DecodeError::NoSecret { id }
+            | DecodeError::Secret { id, .. }
+            | DecodeError::SecretFormat { id, .. } => id,
+        }
+    }
+}
+
 /// Secret types whose plaintext is the bare password, not JSON.
 fn is_string_secret(slug: &str) -> bool {
     matches!(slug, "password-string" | "v5-password-string")

@@ -113,14 +113,7 @@ impl Listing {
 
     /// Why a resource is absent, when it failed to decode.
     pub fn failure(&self, id: &str) -> Option<&DecodeError> {
-        self.failures.iter().find(|e| match e {
-            DecodeError::MissingMetadataKey { id: i, .. }
-            | DecodeError::Metadata { id: i, .. }
-            | DecodeError::UnknownType { id: i, .. }
-            | DecodeError::NoSecret { id: i }
-            | DecodeError::Secret { id: i, .. }
-            | DecodeError::SecretFormat { id: i, .. } => i == id,
-        })
+        self.failures.iter().find(|e| e.resource_id() == id)
     }
 }
 

@@ -55,12 +55,17 @@ struct AccessToken {
 }
 
 impl AccessToken {
-    fn new(value: String, exp: i64, now: i64) -> AccessToken {
-        AccessToken {
+    /// Wraps a token from the answer to `path`, reading its expiry.
+    fn parse(value: String, path: &str, now: i64) -> Result<AccessToken, ClientError> {
+        let exp = token_exp(&value).ok_or_else(|| ClientError::Malformed {
+            path: path.into(),
+            detail: "the access token is not a JWT with an exp claim".into(),
+        })?;
+        Ok(AccessToken {
             value: Zeroizing::new(value),
             exp,
             margin: REFRESH_MARGIN.min((exp - now) / 4).max(0),
-        }
+        })
     }
 }
 
@@ -396,15 +401,11 @@ impl Session {
         if let Some(providers) = response.providers.filter(|p| !p.is_empty()) {
             return Err(ClientError::MfaRequired { providers });
         }
-        let exp = token_exp(&response.access_token).ok_or_else(|| ClientError::Malformed {
-            path: path.into(),
-            detail: "the access token is not a JWT with an exp claim".into(),
-        })?;
-        tokens.access = Some(AccessToken::new(
+        tokens.access = Some(AccessToken::parse(
             response.access_token,
-            exp,
+            path,
             self.server_now(),
-        ));
+        )?);
         tokens.refresh = Some(RefreshToken(Zeroizing::new(response.refresh_token)));
         self.logins.fetch_add(1, Ordering::Relaxed);
         tracing::info!(user_id = %self.opts.user_id, server = %self.opts.base_url, "logged in");
@@ -431,15 +432,11 @@ impl Session {
         };
         drop(old);
         let decoded: AccessTokenBody = self.decode(path, &reply)?;
-        let exp = token_exp(&decoded.access_token).ok_or_else(|| ClientError::Malformed {
-            path: path.into(),
-            detail: "the access token is not a JWT with an exp claim".into(),
-        })?;
-        tokens.access = Some(AccessToken::new(
+        tokens.access = Some(AccessToken::parse(
             decoded.access_token,
-            exp,
+            path,
             self.server_now(),
-        ));
+        )?);
         match refresh_cookie(&reply.set_cookies) {
             Some(next) => tokens.refresh = Some(RefreshToken(next)),
             // The old token is spent; the next renewal will be a login.
