@@ -167,7 +167,6 @@ fn status(s: &str) {
 /// Schedule tasks of one config generation.
 struct Schedules {
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Schedules {
@@ -182,44 +181,36 @@ impl Schedules {
                 .1
                 .push(t.path.clone());
         }
-        let mut tasks = Vec::new();
         for (_, (schedule, paths)) in groups {
             tracing::info!(schedule = %schedule, targets = paths.len(), "scheduled");
             let daemon = daemon.clone();
-            let mut stop_rx = stop.subscribe();
-            let mut global = daemon.shutdown.subscribe();
-            // Either the generation ending or the daemon stopping ends the task.
-            let (tx, rx) = watch::channel(false);
-            tasks.push(tokio::spawn(async move {
-                tokio::select! {
-                    _ = stop_rx.wait_for(|s| *s) => {}
-                    _ = global.wait_for(|s| *s) => {}
-                }
-                let _ = tx.send(true);
-            }));
-            let (_run_now_tx, run_now_rx) = watch::channel(());
+            // Shutdown stops the current generation too (see `run`), so
+            // this one signal ends the driver either way.
+            let stop_rx = stop.subscribe();
+            // Syncs after a reload run as their own pass, so the driver's
+            // run-now trigger is not needed: its sender is dropped.
+            let (_, run_now_rx) = watch::channel(());
             let paths = Arc::new(paths);
-            tasks.push(tokio::spawn(async move {
-                // The sender must live as long as the driver, or run-now closes.
-                let _keep = _run_now_tx;
-                schedule::run_schedule(schedule, rx, run_now_rx, |_reason| {
+            // Detached: a driver lets a pass in flight finish rather than
+            // being aborted mid-write.
+            tokio::spawn(schedule::run_schedule(
+                schedule,
+                stop_rx,
+                run_now_rx,
+                move |_reason| {
                     let daemon = daemon.clone();
                     let paths = paths.clone();
                     async move {
                         daemon.pass_with_retry(Some(&paths)).await;
                     }
-                })
-                .await;
-            }));
+                },
+            ));
         }
-        Schedules { stop, tasks }
+        Schedules { stop }
     }
 
     fn stop(self) {
         let _ = self.stop.send(true);
-        // Drivers let a pass in flight finish; their handles are dropped,
-        // not aborted, for that reason.
-        drop(self.tasks);
     }
 }
 

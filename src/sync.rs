@@ -547,7 +547,7 @@ pub async fn run_pass(
     report.secrets_decrypted = wanted.len() - failures.len();
     let failed: HashMap<String, DecodeError> = failures
         .into_iter()
-        .map(|e| (decode_error_id(&e).to_string(), e))
+        .map(|e| (e.resource_id().to_string(), e))
         .collect();
 
     for ((t, needs), tpl) in selected.iter().zip(resolved).zip(templates) {
@@ -558,7 +558,7 @@ pub async fn run_pass(
                 // secret as far as this target is concerned.
                 Some(e) => Err(TargetError::Missing {
                     target: t.path.clone(),
-                    selector: format!("resource {}", decode_error_id(e)),
+                    selector: format!("resource {}", e.resource_id()),
                     reason: Some(e.clone()),
                 }),
                 None => render_target(&listing, t, &needs),
@@ -568,17 +568,6 @@ pub async fn run_pass(
         report.targets.push(apply(t, content, opts).await);
     }
     Ok(report)
-}
-
-fn decode_error_id(e: &DecodeError) -> &str {
-    match e {
-        DecodeError::MissingMetadataKey { id, .. }
-        | DecodeError::Metadata { id, .. }
-        | DecodeError::UnknownType { id, .. }
-        | DecodeError::NoSecret { id }
-        | DecodeError::Secret { id, .. }
-        | DecodeError::SecretFormat { id, .. } => id,
-    }
 }
 
 fn render_template(
@@ -649,15 +638,14 @@ async fn apply(
     } else {
         None
     };
-    let spec2 = spec.clone();
-    let content2 = content.clone();
     let dry = opts.dry_run;
-    let outcome = tokio::task::spawn_blocking(move || {
-        if dry {
-            write::plan(&spec2, &content2)
+    let (outcome, content) = tokio::task::spawn_blocking(move || {
+        let outcome = if dry {
+            write::plan(&spec, &content)
         } else {
-            write::write_atomic(&spec2, &content2)
-        }
+            write::write_atomic(&spec, &content)
+        };
+        (outcome, content)
     })
     .await
     .expect("write task");
