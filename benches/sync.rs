@@ -20,7 +20,7 @@
 //!
 //! The machine may be shared: compare mins when medians look noisy.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::path::Path;

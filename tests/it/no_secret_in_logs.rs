@@ -1,7 +1,7 @@
 //! Logs at trace level, of every command, contain no secret value, no
 //! token, no passphrase and no private key material.
 
-mod common;
+use crate::common;
 
 use common::{cli, devserver, fixture, secret_values, write_config};
 use passbolt_sync::devserver::{Options, seed::ids};

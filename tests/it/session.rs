@@ -1,7 +1,7 @@
 //! The JWT session against the dev server: login and each way it fails,
 //! refresh and rotation, 401 handling, logout, and decoding every type.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! state is replayed against it, and status, message and envelope must
 //! match the capture.
 
-mod common;
+use crate::common;
 
 use common::{capture, client, devserver, fixture, fixtures};
 use passbolt_sync::devserver::Options;

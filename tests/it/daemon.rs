@@ -1,7 +1,7 @@
 //! `passbolt-sync run` as a real child process against the dev server:
 //! token refresh across cycles, reloads, outages, SIGTERM, sd_notify.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Interoperability of our OpenPGP with a real passbolt 5.12 server (its
 //! recorded answers) and with GnuPG, which the server uses.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! `passbolt-sync once` end to end: the real binary against the dev server,
 //! real files on disk, real hook processes.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

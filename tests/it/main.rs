@@ -1,0 +1,22 @@
+//! All integration tests, as one binary: sequoia, reqwest and axum are
+//! linked once, and the fixture keys are unlocked once per run.
+
+mod common;
+
+mod backoff;
+mod config;
+mod config_watch;
+mod daemon;
+mod devserver_fidelity;
+mod dotenv_consumers;
+mod hooks;
+mod interop;
+mod no_secret_in_errors;
+mod no_secret_in_logs;
+mod schedule_driver;
+mod schedule_parse;
+mod session;
+mod sync_e2e;
+mod systemd_units;
+mod template;
+mod write;
