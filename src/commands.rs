@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, ConfigError};
+use crate::held::Held;
 use crate::passbolt::{Client, ClientError, SessionOptions};
 use crate::pgp::{PgpError, PrivateKey};
+use crate::plan::Plan;
 use crate::sync::{self, PassOptions, Status, TargetError};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +75,19 @@ pub fn session_options(config: &Config, ca_pem: Option<Vec<u8>>) -> SessionOptio
         fingerprint: config.server.fingerprint.clone(),
         ca_pem,
         timeout: config.server.timeout,
+        max_response_bytes: config.server.max_response_bytes,
     }
+}
+
+/// Plans a config: every target's problems at once, as a config error.
+pub fn plan(config: &Config) -> Result<Plan, AppError> {
+    Plan::build(config).map_err(AppError::Targets)
 }
 
 /// `passbolt-sync resources`: what the account can read. Never a secret.
 pub async fn resources(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), AppError> {
     let client = connect(config).await?;
-    let listing = client.list(false).await?;
+    let listing = client.list(true).await?;
     let mut rows: Vec<_> = listing.resources.iter().collect();
     rows.sort_by(|a, b| (&a.folder, &a.name).cmp(&(&b.folder, &b.name)));
     let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
@@ -151,10 +159,7 @@ pub async fn check(
     out: &mut dyn Write,
 ) -> Result<bool, AppError> {
     let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
-    let errors = sync::check_offline(config);
-    if !errors.is_empty() {
-        return Err(AppError::Targets(errors));
-    }
+    let plan = plan(config)?;
     writeln!(
         out,
         "{}: valid, {} target(s)",
@@ -215,21 +220,23 @@ pub async fn check(
         }
     )
     .map_err(w)?;
-    let report = sync::run_pass(&client, config, None, PassOptions { dry_run: true }).await?;
+    // Resolving needs names, types and custom field labels, all in the
+    // metadata: a check reads no secret (each one read is an audit row).
+    let listing = sync::list_for(&client, &plan).await?;
     writeln!(
         out,
         "the account can read {} resource(s)",
-        report.resources_listed
+        listing.resources.len()
     )
     .map_err(w)?;
     let mut ok = true;
-    for t in &report.targets {
-        match &t.status {
-            Status::Failed(e) | Status::Kept(e) => {
+    for (target, result) in sync::resolve_only(&plan, &listing) {
+        match result {
+            Err(e) => {
                 ok = false;
-                writeln!(out, "  FAIL {}: {e}", t.path.display()).map_err(w)?;
+                writeln!(out, "  FAIL {}: {e}", target.display()).map_err(w)?;
             }
-            _ => writeln!(out, "  ok   {}", t.path.display()).map_err(w)?,
+            Ok(()) => writeln!(out, "  ok   {}", target.display()).map_err(w)?,
         }
     }
     // A check must not leave a live refresh token behind.
@@ -260,15 +267,22 @@ pub fn print_report(report: &sync::PassReport, out: &mut dyn Write) -> std::io::
 
 /// `passbolt-sync once`: one pass. Returns whether every target is current.
 pub async fn once(config: &Config, dry_run: bool, out: &mut dyn Write) -> Result<bool, AppError> {
-    let errors = sync::check_offline(config);
-    if !errors.is_empty() {
-        return Err(AppError::Targets(errors));
-    }
+    let plan = plan(config)?;
     let client = connect(config).await?;
     let started = Instant::now();
-    let report = sync::run_pass(&client, config, None, PassOptions { dry_run }).await?;
+    // A cold pass: nothing is held, so only the mapped secrets are read.
+    let mut held = Held::new();
+    let report = sync::run_pass(&client, &plan, &mut held, None, PassOptions { dry_run }).await?;
     print_report(&report, out).map_err(|e| AppError::Other(format!("cannot write output: {e}")))?;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, summary = %report.summary(), "pass done");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        requests = report.cost.requests,
+        response_bytes = report.cost.response_bytes,
+        secrets_downloaded = report.cost.secrets_downloaded,
+        private_key_operations = report.cost.private_key_operations,
+        summary = %report.summary(),
+        "pass done"
+    );
     let _ = client.logout().await;
     Ok(report.all_current())
 }

@@ -58,8 +58,19 @@ pub struct Config {
     /// IANA time zone of cron schedules; UTC when absent.
     #[serde(default, deserialize_with = "de_timezone")]
     pub timezone: Option<String>,
+    /// Every mapped secret is downloaded again this often whatever its
+    /// stamps, as a safety net; `None` (`0`) disables it.
+    #[serde(
+        default = "default_full_sync_every",
+        deserialize_with = "de_full_sync_every"
+    )]
+    pub full_sync_every: Option<Duration>,
     #[serde(default)]
     pub targets: Vec<Target>,
+}
+
+fn default_full_sync_every() -> Option<Duration> {
+    Some(crate::plan::DEFAULT_FULL_SYNC_EVERY)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -76,6 +87,13 @@ pub struct Server {
     /// HTTP timeout for one request.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Largest response body read, in bytes.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+}
+
+fn default_max_response_bytes() -> u64 {
+    crate::passbolt::session::DEFAULT_MAX_RESPONSE_BYTES
 }
 
 fn default_timeout() -> Duration {
@@ -805,6 +823,39 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     opt_checked(d, "a duration such as 30s", check_duration)
+}
+
+/// A duration, or `0` (a number or a string) to disable.
+fn de_full_sync_every<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as 1h, or 0 to disable")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            match v {
+                0 => Ok(None),
+                _ => Err(E::custom(format!(
+                    "{v} has no unit: write a duration such as 1h, or 0 to disable"
+                ))),
+            }
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.visit_u64(
+                u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?,
+            )
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            if s.trim() == "0" {
+                return Ok(None);
+            }
+            check_duration(s)
+                .map(|d| (!d.is_zero()).then_some(d))
+                .map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 fn de_timezone<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

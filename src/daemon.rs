@@ -18,7 +18,9 @@ use tokio::sync::{Notify, RwLock, watch};
 use crate::backoff::{Backoff, DEFAULT_INITIAL, DEFAULT_MAX, Health, Transition};
 use crate::commands::{self, AppError};
 use crate::config::Config;
+use crate::held::Held;
 use crate::passbolt::{Client, ClientError};
+use crate::plan::Plan;
 use crate::schedule::{self, Schedule};
 use crate::sync::{self, PassOptions, PassReport};
 use crate::watch::ConfigWatcher;
@@ -30,17 +32,20 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(600);
 /// How long SIGTERM waits for a pass in flight to finish its writes.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
-/// The config and the client built from it, swapped together on reload.
+/// The config, its plan and the client built from it, swapped together
+/// on reload.
 struct Generation {
     config: Arc<Config>,
+    plan: Arc<Plan>,
     client: Arc<Client>,
 }
 
 struct Daemon {
     path: PathBuf,
     current: RwLock<Generation>,
-    /// Serializes passes across schedules.
-    pass_lock: tokio::sync::Mutex<()>,
+    /// Serializes passes across schedules, and holds what they share: the
+    /// secrets downloaded so far.
+    pass_lock: tokio::sync::Mutex<Held>,
     health: Mutex<Health>,
     in_flight: Mutex<Option<Instant>>,
     /// Wakes a retry loop early, e.g. after a config change.
@@ -49,31 +54,22 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn snapshot(&self) -> (Arc<Config>, Arc<Client>) {
+    async fn snapshot(&self) -> (Arc<Config>, Arc<Plan>, Arc<Client>) {
         let g = self.current.read().await;
-        (g.config.clone(), g.client.clone())
+        (g.config.clone(), g.plan.clone(), g.client.clone())
     }
 
     /// One pass over the targets at `paths` (all when `None`), with health
     /// bookkeeping and one log line per state change.
     async fn pass(&self, paths: Option<&[PathBuf]>) -> Result<PassReport, ClientError> {
-        let _serial = self.pass_lock.lock().await;
-        let (config, client) = self.snapshot().await;
-        let idx: Option<Vec<usize>> = paths.map(|paths| {
-            config
-                .targets
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| paths.contains(&t.path))
-                .map(|(i, _)| i)
-                .collect()
-        });
-        if idx.as_ref().is_some_and(|i| i.is_empty()) {
+        let mut held = self.pass_lock.lock().await;
+        let (_, plan, client) = self.snapshot().await;
+        if paths.is_some_and(|p| !p.iter().any(|p| plan.target(p).is_some())) {
             return Ok(PassReport::default());
         }
         *self.in_flight.lock().expect("not poisoned") = Some(Instant::now());
         let started = Instant::now();
-        let result = sync::run_pass(&client, &config, idx.as_deref(), PassOptions::default()).await;
+        let result = sync::run_pass(&client, &plan, &mut held, paths, PassOptions::default()).await;
         *self.in_flight.lock().expect("not poisoned") = None;
         let mut health = self.health.lock().expect("not poisoned");
         match &result {
@@ -81,30 +77,7 @@ impl Daemon {
                 if let Some(t @ Transition::Recovered { .. }) = health.success() {
                     tracing::info!("passbolt server {t}");
                 }
-                let changed = report
-                    .targets
-                    .iter()
-                    .any(|t| !matches!(t.status, sync::Status::Unchanged));
-                let stats = client.stats();
-                let elapsed_ms = started.elapsed().as_millis() as u64;
-                // An idle daemon stays quiet at info level: passes that
-                // change nothing are logged at debug.
-                macro_rules! log_pass {
-                    ($level:ident) => {
-                        tracing::$level!(
-                            elapsed_ms,
-                            logins = stats.logins,
-                            refreshes = stats.refreshes,
-                            "sync: {}",
-                            report.summary()
-                        )
-                    };
-                }
-                if changed || !report.all_current() {
-                    log_pass!(info);
-                } else {
-                    log_pass!(debug);
-                }
+                log_pass(report, started.elapsed(), held.len());
                 status(&format!(
                     "last sync {}: {}",
                     chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
@@ -160,6 +133,37 @@ impl Daemon {
     }
 }
 
+/// The pass log line: what happened and what it cost. An idle daemon stays
+/// quiet at info level: passes that change nothing are logged at debug.
+fn log_pass(report: &PassReport, elapsed: Duration, held: usize) {
+    let changed = report
+        .targets
+        .iter()
+        .any(|t| !matches!(t.status, sync::Status::Unchanged));
+    let c = &report.cost;
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                elapsed_ms = elapsed.as_millis() as u64,
+                requests = c.requests,
+                response_bytes = c.response_bytes,
+                secrets_downloaded = c.secrets_downloaded,
+                private_key_operations = c.private_key_operations,
+                secrets_held = held,
+                logins_in_pass = c.logins,
+                refreshes_in_pass = c.refreshes,
+                "sync: {}",
+                report.summary()
+            )
+        };
+    }
+    if changed || !report.all_current() {
+        line!(info);
+    } else {
+        line!(debug);
+    }
+}
+
 fn status(s: &str) {
     let _ = sd_notify::notify(&[NotifyState::Status(s)]);
 }
@@ -170,16 +174,15 @@ struct Schedules {
 }
 
 impl Schedules {
-    fn spawn(daemon: &Arc<Daemon>, config: &Config) -> Schedules {
+    fn spawn(daemon: &Arc<Daemon>, plan: &Plan) -> Schedules {
         let (stop, _) = watch::channel(false);
         let mut groups: BTreeMap<String, (Schedule, Vec<PathBuf>)> = BTreeMap::new();
-        for t in &config.targets {
-            let s = config.schedule_of(t);
+        for t in &plan.targets {
             groups
-                .entry(s.key())
-                .or_insert_with(|| (s, Vec::new()))
+                .entry(t.schedule.key())
+                .or_insert_with(|| (t.schedule.clone(), Vec::new()))
                 .1
-                .push(t.path.clone());
+                .push(t.path().to_path_buf());
         }
         for (_, (schedule, paths)) in groups {
             tracing::info!(schedule = %schedule, targets = paths.len(), "scheduled");
@@ -214,15 +217,12 @@ impl Schedules {
     }
 }
 
-/// Loads and checks a config from its bytes, for startup and reloads.
-fn parse(path: &Path, bytes: &[u8]) -> Result<Config, AppError> {
+/// Loads a config from its bytes and plans it, for startup and reloads.
+fn parse(path: &Path, bytes: &[u8]) -> Result<(Config, Plan), AppError> {
     let text = String::from_utf8_lossy(bytes);
     let config = Config::parse(&text, path)?;
-    let errors = sync::check_offline(&config);
-    if !errors.is_empty() {
-        return Err(AppError::Targets(errors));
-    }
-    Ok(config)
+    let plan = commands::plan(&config)?;
+    Ok((config, plan))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -231,16 +231,17 @@ pub async fn run(path: PathBuf) -> Result<bool, AppError> {
         path: path.clone(),
         source,
     })?;
-    let config = parse(&path, &bytes)?;
+    let (config, plan) = parse(&path, &bytes)?;
     let client = commands::connect(&config).await?;
     let (shutdown, _) = watch::channel(false);
     let daemon = Arc::new(Daemon {
         path: path.clone(),
         current: RwLock::new(Generation {
             config: Arc::new(config),
+            plan: Arc::new(plan),
             client: Arc::new(client),
         }),
-        pass_lock: tokio::sync::Mutex::new(()),
+        pass_lock: tokio::sync::Mutex::new(Held::new()),
         health: Mutex::new(Health::new()),
         in_flight: Mutex::new(None),
         kick: Notify::new(),
@@ -286,8 +287,8 @@ pub async fn run(path: PathBuf) -> Result<bool, AppError> {
                 ready = true;
                 let _ = sd_notify::notify(&[NotifyState::Ready]);
                 tracing::info!("first sync complete; ready");
-                let (config, _) = daemon.snapshot().await;
-                schedules = Some(Schedules::spawn(&daemon, &config));
+                let (_, plan, _) = daemon.snapshot().await;
+                schedules = Some(Schedules::spawn(&daemon, &plan));
             }
             _ = ping.tick(), if watchdog.is_some() => {
                 match daemon.stuck() {
@@ -314,7 +315,7 @@ pub async fn run(path: PathBuf) -> Result<bool, AppError> {
     {
         tracing::warn!("a pass was still running after {STOP_GRACE:?}; stopping anyway");
     }
-    let (_, client) = daemon.snapshot().await;
+    let (_, _, client) = daemon.snapshot().await;
     if let Err(e) = client.logout().await {
         tracing::warn!(error = %e, "logout failed; the refresh token will expire on its own");
     }
@@ -326,16 +327,16 @@ pub async fn run(path: PathBuf) -> Result<bool, AppError> {
 /// Applies a changed config file. On any error the running config stays.
 /// Returns new schedules when the daemon is past startup.
 async fn reload(daemon: &Arc<Daemon>, bytes: &[u8], ready: bool) -> Option<Schedules> {
-    let new = match parse(&daemon.path, bytes) {
+    let (new, new_plan) = match parse(&daemon.path, bytes) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("config reload failed; keeping the running config: {e}");
             return None;
         }
     };
-    let (old, old_client) = daemon.snapshot().await;
+    let (old, _, old_client) = daemon.snapshot().await;
     if *old == new {
-        tracing::debug!("config content changed but its meaning did not");
+        tracing::info!("config re-read; nothing in it changed");
         return None;
     }
     let relogin = old.server != new.server || old.auth != new.auth;
@@ -357,11 +358,20 @@ async fn reload(daemon: &Arc<Daemon>, bytes: &[u8], ready: bool) -> Option<Sched
         .map(|t| t.path.clone())
         .collect();
     let new = Arc::new(new);
+    let new_plan = Arc::new(new_plan);
     {
         // Wait for a pass in flight, so it finishes with the config it began with.
-        let _serial = daemon.pass_lock.lock().await;
+        let mut held = daemon.pass_lock.lock().await;
+        if relogin {
+            // Another server or account: nothing held is evidence of it.
+            held.clear();
+        } else {
+            let paths: Vec<&Path> = new_plan.targets.iter().map(|t| t.path()).collect();
+            held.retain_targets(&paths);
+        }
         *daemon.current.write().await = Generation {
             config: new.clone(),
+            plan: new_plan.clone(),
             client,
         };
     }
@@ -386,5 +396,5 @@ async fn reload(daemon: &Arc<Daemon>, bytes: &[u8], ready: bool) -> Option<Sched
             d.pass_with_retry(Some(&changed)).await;
         });
     }
-    Some(Schedules::spawn(daemon, &new))
+    Some(Schedules::spawn(daemon, &new_plan))
 }

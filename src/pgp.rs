@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sequoia_openpgp as openpgp;
 
@@ -97,6 +98,9 @@ pub struct PrivateKey {
     cert: Cert,
     decryptors: Vec<KeyPair>,
     signer: Option<KeyPair>,
+    /// Private-key operations (session-key decryptions, signatures) run
+    /// with this key, shared with the keys counted together with it.
+    operations: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -211,7 +215,22 @@ impl PrivateKey {
             cert,
             decryptors,
             signer,
+            operations: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Counts this key's operations into `other`'s counter from now on:
+    /// the metadata keys of an account count with the account's key, so
+    /// one number says what a pass cost.
+    pub fn count_with(mut self, other: &PrivateKey) -> PrivateKey {
+        self.operations = other.operations.clone();
+        self
+    }
+
+    /// Private-key operations run so far with this key and those counted
+    /// with it. Unlocking is not one: it runs the passphrase KDF only.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
     }
 
     pub fn fingerprint(&self) -> String {
@@ -235,6 +254,7 @@ impl PrivateKey {
             fingerprint: self.fingerprint(),
             purpose: "signing",
         })?;
+        self.operations.fetch_add(1, Ordering::Relaxed);
         encrypt(recipient, Some(signer), plaintext)
     }
 
@@ -428,6 +448,7 @@ impl DecryptionHelper for Helper<'_> {
                         continue;
                     }
                     let mut pair = pair.clone();
+                    self.key.operations.fetch_add(1, Ordering::Relaxed);
                     if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
                         && decrypt(algo, &sk)
                     {

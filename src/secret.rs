@@ -115,7 +115,7 @@ impl SecretFields {
 }
 
 /// A resource with its metadata decoded (v4 cleartext or v5 decrypted).
-/// Nothing here is secret; `secret` is filled only when a caller asked for it.
+/// Nothing here is secret: the secret part travels as `SecretFields`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     pub id: String,
@@ -129,7 +129,9 @@ pub struct Resource {
     pub type_slug: String,
     /// Labels of the custom fields the metadata declares, by field id.
     pub custom_field_labels: Vec<(String, String)>,
-    pub secret: Option<SecretFields>,
+    /// The server's `modified` of the resource: changes with every update,
+    /// the secret's included, at one-second precision.
+    pub modified: Option<String>,
 }
 
 /// Which field of a resource a target or variable takes.
@@ -270,8 +272,12 @@ pub enum FieldError {
 
 impl Resource {
     /// Reads one field. Name, username and uri come from the metadata; the
-    /// rest needs `secret`.
-    pub fn field(&self, field: &Field) -> Result<Secret, FieldError> {
+    /// rest needs `secret`, the resource's decrypted secret.
+    pub fn field(
+        &self,
+        field: &Field,
+        secret: Option<&SecretFields>,
+    ) -> Result<Secret, FieldError> {
         if !type_has_field(&self.type_slug, field) {
             return Err(FieldError::NotInType {
                 id: self.id.clone(),
@@ -298,12 +304,9 @@ impl Resource {
             }
             _ => {}
         }
-        let secret = self
-            .secret
-            .as_ref()
-            .ok_or_else(|| FieldError::NotDecrypted {
-                id: self.id.clone(),
-            })?;
+        let secret = secret.ok_or_else(|| FieldError::NotDecrypted {
+            id: self.id.clone(),
+        })?;
         match field {
             Field::Password => secret.password.clone().ok_or_else(empty),
             Field::Description => secret

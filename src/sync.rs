@@ -1,160 +1,29 @@
-//! One sync pass: resolve the targets' selectors against one listing,
-//! decrypt only what they need, render, write what changed, run hooks.
+//! One sync pass: list the resources without their secrets, resolve the
+//! due targets' selectors, download only the secrets that are new, changed
+//! or not held yet, render, write what changed, run hooks.
 //!
 //! Nothing here knows about schedules; the daemon calls `run_pass` with
-//! the targets that are due. A failing target never stops the others.
+//! the targets that are due and the secrets it holds (`held`). A failing
+//! target never stops the others.
 
 // Errors are per target and rare; boxing them buys nothing.
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use crate::config::{Config, Field, Format, OnMissing, Selector, Source, Target, VarSpec};
+use crate::config::{Field, OnMissing, Selector, VarSpec};
+use crate::held::{Held, Stored};
 use crate::hooks::{self, HookError};
 use crate::passbolt::{Client, ClientError, DecodeError, Listing};
-use crate::render::{self, Lookup, RenderError, Template};
-use crate::secret::{FieldError, Resource, Secret};
-use crate::write::{self, WriteError, WriteOutcome, WriteSpec};
+use crate::plan::{Output, Plan, PlannedTarget, Vars};
+use crate::render::{self, Lookup, Template};
+use crate::secret::{FieldError, Resource, Secret, SecretFields};
+use crate::write::{self, WriteOutcome};
 
-/// Why one target could not be brought up to date. Names the target and
-/// the resource; never a value.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error("target {target}: {selector} is gone or not readable by this account{}", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
-    Missing {
-        target: PathBuf,
-        selector: String,
-        reason: Option<DecodeError>,
-    },
-    #[error("target {target}: several resources are named {name:?}: {}; select by id (resource: <id>)", ids.join(", "))]
-    Ambiguous {
-        target: PathBuf,
-        name: String,
-        ids: Vec<String>,
-    },
-    #[error(
-        "target {target}: folder {folder:?}: resources {first:?} and {second:?} both give variable {var}"
-    )]
-    Collision {
-        target: PathBuf,
-        folder: String,
-        var: String,
-        first: String,
-        second: String,
-    },
-    #[error("target {target}: {source}")]
-    Field { target: PathBuf, source: FieldError },
-    #[error("target {target}: {source}")]
-    Decrypt {
-        target: PathBuf,
-        source: DecodeError,
-    },
-    #[error("target {target}: {source}")]
-    Render {
-        target: PathBuf,
-        source: RenderError,
-    },
-    #[error("target {target}: cannot read template {template}: {source}")]
-    TemplateRead {
-        target: PathBuf,
-        template: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    #[error(transparent)]
-    Hook(#[from] HookError),
-    #[error("target {target}: unknown {what} {name:?}")]
-    Owner {
-        target: PathBuf,
-        what: &'static str,
-        name: String,
-    },
-}
-
-impl TargetError {
-    /// A resource that vanished or became unreadable: the `on_missing`
-    /// policy applies.
-    pub fn is_missing(&self) -> bool {
-        matches!(self, TargetError::Missing { .. })
-    }
-}
-
-/// What happened to one target in a pass.
-#[derive(Debug)]
-pub enum Status {
-    Created,
-    /// Content changed; for dotenv and json, the names of the variables
-    /// that changed (empty when unknown).
-    Updated {
-        changed: Vec<String>,
-    },
-    Unchanged,
-    /// Mode or owner corrected, content unchanged.
-    MetadataFixed,
-    /// Its resource is gone and `on_missing: remove` removed the file.
-    Removed,
-    /// Its resource is gone and `on_missing: keep` left the file.
-    Kept(TargetError),
-    Failed(TargetError),
-}
-
-impl Status {
-    /// Whether the target is as the config wants it.
-    pub fn is_current(&self) -> bool {
-        !matches!(self, Status::Kept(_) | Status::Failed(_))
-    }
-
-    pub fn label(&self) -> &'static str {
-        match self {
-            Status::Created => "create",
-            Status::Updated { .. } => "update",
-            Status::Unchanged => "unchanged",
-            Status::MetadataFixed => "fix-permissions",
-            Status::Removed => "remove",
-            Status::Kept(_) => "kept",
-            Status::Failed(_) => "failed",
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct TargetReport {
-    pub path: PathBuf,
-    pub status: Status,
-    /// The hook's failure, when it ran and failed (the file is written).
-    pub hook: Option<HookError>,
-}
-
-#[derive(Debug, Default)]
-pub struct PassReport {
-    pub targets: Vec<TargetReport>,
-    pub resources_listed: usize,
-    pub secrets_decrypted: usize,
-}
-
-impl PassReport {
-    pub fn all_current(&self) -> bool {
-        self.targets
-            .iter()
-            .all(|t| t.status.is_current() && t.hook.is_none())
-    }
-
-    pub fn summary(&self) -> String {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for t in &self.targets {
-            *counts.entry(t.status.label()).or_default() += 1;
-        }
-        let hooks = self.targets.iter().filter(|t| t.hook.is_some()).count();
-        let mut parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        if hooks > 0 {
-            parts.push(format!("{hooks} hook failed"));
-        }
-        format!("{} targets: {}", self.targets.len(), parts.join(", "))
-    }
-}
+pub use crate::report::{PassReport, Status, TargetError, TargetReport};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
@@ -162,79 +31,25 @@ pub struct PassOptions {
     pub dry_run: bool,
 }
 
-/// Checks what can be checked without a server: templates parse, owners
-/// and groups exist. Returns one error per problem.
-pub fn check_offline(config: &Config) -> Vec<TargetError> {
-    let mut errors = Vec::new();
-    for t in &config.targets {
-        if let Err(e) = write_spec(t) {
-            errors.push(e);
-        }
-        if let Source::Template(path) = &t.source {
-            match load_template(t, path) {
-                Ok(_) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-    }
-    errors
-}
-
-fn write_spec(t: &Target) -> Result<WriteSpec, TargetError> {
-    let owner = t
-        .owner
-        .as_deref()
-        .map(|o| {
-            write::resolve_user(o).map_err(|_| TargetError::Owner {
-                target: t.path.clone(),
-                what: "user",
-                name: o.to_string(),
-            })
-        })
-        .transpose()?;
-    let group = t
-        .group
-        .as_deref()
-        .map(|g| {
-            write::resolve_group(g).map_err(|_| TargetError::Owner {
-                target: t.path.clone(),
-                what: "group",
-                name: g.to_string(),
-            })
-        })
-        .transpose()?;
-    Ok(WriteSpec {
-        path: t.path.clone(),
-        mode: t.mode,
-        owner,
-        group,
-        create_dirs: t.create_dirs,
-    })
-}
-
-fn load_template(t: &Target, path: &Path) -> Result<Template, TargetError> {
-    let source = std::fs::read_to_string(path).map_err(|source| TargetError::TemplateRead {
-        target: t.path.clone(),
-        template: path.to_path_buf(),
-        source,
-    })?;
-    Template::parse(&path.display().to_string(), source).map_err(|source| TargetError::Render {
-        target: t.path.clone(),
-        source,
-    })
-}
-
-/// Finds the one resource a selector names, or why not.
+/// Finds the one resource a selector names, or why not. A resource that
+/// is listed but cannot be decoded is a failure of the target, not a
+/// missing resource: its file must not be removed for a decoding problem.
 fn resolve<'a>(
     listing: &'a Listing,
     target: &Path,
     selector: &Selector,
 ) -> Result<&'a Resource, TargetError> {
     match selector {
-        Selector::Id(id) => listing.get(id).ok_or_else(|| TargetError::Missing {
-            target: target.to_path_buf(),
-            selector: selector.to_string(),
-            reason: listing.failure(id).cloned(),
+        Selector::Id(id) => listing.get(id).ok_or_else(|| match listing.failure(id) {
+            Some(e) => TargetError::Decrypt {
+                target: target.to_path_buf(),
+                source: e.clone(),
+            },
+            None => TargetError::Missing {
+                target: target.to_path_buf(),
+                selector: selector.to_string(),
+                reason: None,
+            },
         }),
         Selector::Name { name, folder } => {
             let found: Vec<&Resource> = listing
@@ -270,23 +85,17 @@ struct Need {
 }
 
 /// The values of a dotenv/json target, sorted by variable.
-fn resolve_vars(
-    listing: &Listing,
-    t: &Target,
-    vars: &BTreeMap<String, VarSpec>,
-    folder: Option<&str>,
-    folder_field: &Field,
-) -> Result<Vec<Need>, TargetError> {
+fn resolve_vars(listing: &Listing, target: &Path, vars: &Vars) -> Result<Vec<Need>, TargetError> {
     let mut out: Vec<Need> = Vec::new();
-    if let Some(folder) = folder {
+    if let Some(folder) = &vars.folder {
         let members: Vec<&Resource> = listing
             .resources
             .iter()
-            .filter(|r| r.folder.as_deref() == Some(folder))
+            .filter(|r| r.folder.as_deref() == Some(folder.as_str()))
             .collect();
         if members.is_empty() {
             return Err(TargetError::Missing {
-                target: t.path.clone(),
+                target: target.to_path_buf(),
                 selector: format!("folder {folder:?}"),
                 reason: None,
             });
@@ -296,29 +105,27 @@ fn resolve_vars(
             let var = render::dotenv::derive_name(&r.name);
             if let Some(prev) = by_var.insert(var.clone(), r) {
                 return Err(TargetError::Collision {
-                    target: t.path.clone(),
-                    folder: folder.to_string(),
+                    target: target.to_path_buf(),
+                    folder: folder.clone(),
                     var,
                     first: prev.name.clone(),
                     second: r.name.clone(),
                 });
             }
         }
-        let mut sorted: Vec<_> = by_var.into_iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        for (var, r) in sorted {
+        for (var, r) in by_var {
             // Explicit vars override the folder's variable of the same name.
-            if !vars.contains_key(&var) {
+            if !vars.named.contains_key(&var) {
                 out.push(Need {
                     var,
                     id: r.id.clone(),
-                    field: folder_field.clone(),
+                    field: vars.folder_field.clone(),
                 });
             }
         }
     }
-    for (var, spec) in vars {
-        let r = resolve(listing, &t.path, &spec.selector)?;
+    for (var, spec) in &vars.named {
+        let r = resolve(listing, target, &spec.selector)?;
         out.push(Need {
             var: var.clone(),
             id: r.id.clone(),
@@ -329,69 +136,137 @@ fn resolve_vars(
     Ok(out)
 }
 
-/// Every resource a non-template target reads, with the fields. Fails
-/// early on selectors that do not resolve and fields the type lacks.
-fn requirements(listing: &Listing, t: &Target) -> Result<Vec<Need>, TargetError> {
-    let needs = match &t.source {
-        Source::Field(spec) => {
-            let r = resolve(listing, &t.path, &spec.selector)?;
+/// Every value a non-template target reads. Fails early on selectors that
+/// do not resolve and on fields the type lacks.
+fn requirements(listing: &Listing, t: &PlannedTarget) -> Result<Vec<Need>, TargetError> {
+    let needs = match &t.output {
+        Output::Raw(VarSpec { selector, field }) => {
+            let r = resolve(listing, t.path(), selector)?;
             vec![Need {
                 var: String::new(),
                 id: r.id.clone(),
-                field: spec.field.clone(),
+                field: field.clone(),
             }]
         }
-        Source::Vars {
-            vars,
-            folder,
-            folder_field,
-        } => resolve_vars(listing, t, vars, folder.as_deref(), folder_field)?,
-        Source::Template(_) => Vec::new(),
+        Output::Dotenv { vars, .. } | Output::Json { vars } => {
+            resolve_vars(listing, t.path(), vars)?
+        }
+        Output::Template(_) => Vec::new(),
     };
     for Need { id, field, .. } in &needs {
         let r = listing.get(id).expect("resolved from this listing");
-        if !crate::secret::type_has_field(&r.type_slug, field) {
-            return Err(TargetError::Field {
-                target: t.path.clone(),
-                source: FieldError::NotInType {
-                    id: r.id.clone(),
-                    name: r.name.clone(),
-                    slug: r.type_slug.clone(),
-                    field: field.to_string(),
-                },
-            });
-        }
-        if let Field::Custom(label) = field
-            && !r.custom_field_labels.iter().any(|(_, l)| l == label)
-        {
-            return Err(TargetError::Field {
-                target: t.path.clone(),
-                source: FieldError::NoCustomField {
-                    id: r.id.clone(),
-                    name: r.name.clone(),
-                    label: label.clone(),
-                    available: r
-                        .custom_field_labels
-                        .iter()
-                        .map(|(_, l)| l.clone())
-                        .collect(),
-                },
-            });
-        }
+        check_field(t.path(), r, field)?;
     }
     Ok(needs)
 }
 
-/// Answers a template's `secret()` calls from the listing. Resources whose
-/// secret is not decrypted yet are recorded and answered with a
-/// placeholder; the pass decrypts them and renders again.
-struct ListingLookup<'a> {
-    listing: &'a Listing,
-    wanted: Mutex<BTreeSet<String>>,
-    target: &'a Path,
+/// Whether `r` can have `field` at all: its type has it, and a custom
+/// label is one its metadata declares.
+fn check_field(target: &Path, r: &Resource, field: &Field) -> Result<(), TargetError> {
+    if !crate::secret::type_has_field(&r.type_slug, field) {
+        return Err(TargetError::Field {
+            target: target.to_path_buf(),
+            source: FieldError::NotInType {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                slug: r.type_slug.clone(),
+                field: field.to_string(),
+            },
+        });
+    }
+    if let Field::Custom(label) = field
+        && !r.custom_field_labels.iter().any(|(_, l)| l == label)
+    {
+        return Err(TargetError::Field {
+            target: target.to_path_buf(),
+            source: FieldError::NoCustomField {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                label: label.clone(),
+                available: r
+                    .custom_field_labels
+                    .iter()
+                    .map(|(_, l)| l.clone())
+                    .collect(),
+            },
+        });
+    }
+    Ok(())
 }
 
-impl Lookup for ListingLookup<'_> {
+/// The secrets known to this pass: what is held, updated by what the pass
+/// downloaded, and the resources whose secret could not be had.
+struct Secrets<'a> {
+    held: &'a Held,
+    /// Listed without a secret for this account, or gone by the time the
+    /// secrets were downloaded: the `on_missing` policy applies.
+    missing: &'a HashMap<String, Option<DecodeError>>,
+    /// Downloaded but not decrypted or parsed: a failure of the target.
+    failed: &'a HashMap<String, DecodeError>,
+}
+
+impl Secrets<'_> {
+    /// `field` of `r`, for target `target`.
+    fn value(&self, target: &Path, r: &Resource, field: &Field) -> Result<Secret, TargetError> {
+        let secret = if field.is_secret() {
+            Some(self.secret(target, &r.id)?)
+        } else {
+            None
+        };
+        r.field(field, secret).map_err(|source| TargetError::Field {
+            target: target.to_path_buf(),
+            source,
+        })
+    }
+
+    fn secret(&self, target: &Path, id: &str) -> Result<&SecretFields, TargetError> {
+        if let Some(e) = self.failed.get(id) {
+            return Err(TargetError::Decrypt {
+                target: target.to_path_buf(),
+                source: e.clone(),
+            });
+        }
+        if let Some(reason) = self.missing.get(id) {
+            return Err(TargetError::Missing {
+                target: target.to_path_buf(),
+                selector: format!("resource {id}"),
+                reason: reason.clone(),
+            });
+        }
+        self.held.get(id).ok_or_else(|| TargetError::Missing {
+            target: target.to_path_buf(),
+            selector: format!("resource {id}"),
+            reason: None,
+        })
+    }
+}
+
+/// Answers a template's `secret()` calls. With `secrets` absent (the
+/// discovery render, and `check`), secret fields are recorded and answered
+/// with a placeholder; the pass downloads them and renders again.
+struct TemplateLookup<'a> {
+    listing: &'a Listing,
+    secrets: Option<&'a Secrets<'a>>,
+    target: &'a Path,
+    /// Resources whose secret the template read.
+    read: Mutex<BTreeSet<String>>,
+    /// The first reason a secret could not be given, for the error.
+    unavailable: Mutex<Option<TargetError>>,
+}
+
+impl<'a> TemplateLookup<'a> {
+    fn new(listing: &'a Listing, secrets: Option<&'a Secrets<'a>>, target: &'a Path) -> Self {
+        TemplateLookup {
+            listing,
+            secrets,
+            target,
+            read: Mutex::new(BTreeSet::new()),
+            unavailable: Mutex::new(None),
+        }
+    }
+}
+
+impl Lookup for TemplateLookup<'_> {
     fn field(&self, resource: &str, field: &str) -> Result<Secret, String> {
         let field = Field::parse(field)?;
         let selector = if uuid::Uuid::parse_str(resource).is_ok() {
@@ -407,75 +282,322 @@ impl Lookup for ListingLookup<'_> {
             TargetError::Missing { .. } => format!("no readable {selector}"),
             other => other.to_string(),
         })?;
-        if field.is_secret() && r.secret.is_none() {
-            self.wanted
-                .lock()
-                .expect("not poisoned")
-                .insert(r.id.clone());
-            return Ok(Secret::new(""));
+        check_field(self.target, r, &field).map_err(|e| e.to_string())?;
+        if field.is_secret() {
+            self.read.lock().expect("not poisoned").insert(r.id.clone());
         }
-        r.field(&field).map_err(|e| e.to_string())
+        match self.secrets {
+            None if field.is_secret() => Ok(Secret::new("")),
+            None => r.field(&field, None).map_err(|e| e.to_string()),
+            Some(secrets) => secrets.value(self.target, r, &field).map_err(|e| {
+                let message = match &e {
+                    TargetError::Missing { .. } => {
+                        format!("the secret of {selector} is not available")
+                    }
+                    other => other.to_string(),
+                };
+                self.unavailable
+                    .lock()
+                    .expect("not poisoned")
+                    .get_or_insert(e);
+                message
+            }),
+        }
     }
 }
 
-/// Renders a target whose resources are resolved and decrypted.
-fn render_target(
-    listing: &Listing,
-    t: &Target,
-    needs: &[Need],
-) -> Result<zeroize::Zeroizing<Vec<u8>>, TargetError> {
-    let value = |id: &str, field: &Field| -> Result<Secret, TargetError> {
-        let r = listing.get(id).expect("resolved from this listing");
-        r.field(field).map_err(|source| TargetError::Field {
-            target: t.path.clone(),
-            source,
+/// A due target after resolution, before the download.
+enum Resolved {
+    Values(Vec<Need>),
+    Template(Arc<Template>),
+}
+
+/// Resolves every target of `plan` against a listing without downloading
+/// any secret: what `check --online` reports. Templates render with
+/// placeholders for their secrets.
+pub fn resolve_only(plan: &Plan, listing: &Listing) -> Vec<(PathBuf, Result<(), TargetError>)> {
+    plan.targets
+        .iter()
+        .map(|t| {
+            let result = match &t.output {
+                Output::Template(file) => file.current(t.path()).and_then(|tpl| {
+                    let lookup = TemplateLookup::new(listing, None, t.path());
+                    tpl.render(&lookup)
+                        .map(drop)
+                        .map_err(|source| TargetError::Render {
+                            target: t.path().to_path_buf(),
+                            source,
+                        })
+                }),
+                _ => requirements(listing, t).map(drop),
+            };
+            (t.path().to_path_buf(), result)
         })
+        .collect()
+}
+
+/// Whether resolving `t` needs folder paths in the listing.
+fn uses_folders(t: &PlannedTarget) -> bool {
+    let named = |vars: &Vars| {
+        vars.folder.is_some()
+            || vars.named.values().any(|v| {
+                matches!(
+                    &v.selector,
+                    Selector::Name {
+                        folder: Some(_),
+                        ..
+                    }
+                )
+            })
     };
-    let render_err = |source| TargetError::Render {
-        target: t.path.clone(),
-        source,
-    };
-    match t.format {
-        Format::Raw => {
-            let n = &needs[0];
-            Ok(render::raw::render(&value(&n.id, &n.field)?))
-        }
-        Format::Dotenv | Format::Json => {
-            let vars = needs
-                .iter()
-                .map(|n| Ok((n.var.clone(), value(&n.id, &n.field)?)))
-                .collect::<Result<Vec<_>, TargetError>>()?;
-            if t.format == Format::Dotenv {
-                render::dotenv::render(&vars, t.dialect).map_err(render_err)
-            } else {
-                Ok(render::json::render(&vars))
+    match &t.output {
+        Output::Raw(v) => matches!(
+            &v.selector,
+            Selector::Name {
+                folder: Some(_),
+                ..
+            }
+        ),
+        Output::Dotenv { vars, .. } | Output::Json { vars } => named(vars),
+        // A template may name `Folder/Name`; it is read only as it renders.
+        Output::Template(_) => true,
+    }
+}
+
+/// Lists with folder paths when any target needs them, e.g. for
+/// `check --online`.
+pub async fn list_for(client: &Client, plan: &Plan) -> Result<Listing, ClientError> {
+    client.list(plan.targets.iter().any(uses_folders)).await
+}
+
+/// One pass over the targets at `due` (all when `None`). `held` is what
+/// earlier passes downloaded; it is brought up to date. A server that
+/// cannot be reached, for the listing or the download, is an `Err`: no
+/// file is touched. Everything else is reported per target.
+pub async fn run_pass(
+    client: &Client,
+    plan: &Plan,
+    held: &mut Held,
+    due: Option<&[PathBuf]>,
+    opts: PassOptions,
+) -> Result<PassReport, ClientError> {
+    let before = client.counters();
+    let selected: Vec<&PlannedTarget> = plan
+        .targets
+        .iter()
+        .filter(|t| due.is_none_or(|d| d.iter().any(|p| p == t.path())))
+        .collect();
+    let listing = client
+        .list(selected.iter().any(|t| uses_folders(t)))
+        .await?;
+    let dropped = held.len();
+    if held.check_identity(&client.key_identity().await) && dropped > 0 {
+        tracing::info!(
+            dropped,
+            "the account's key or the set of metadata keys changed; every held secret is downloaded again"
+        );
+    }
+    held.forget_unlisted(|id| listing.get(id).is_some());
+
+    // Resolve, and find the secrets that are not held current.
+    let now = Instant::now();
+    let mut resolved: Vec<Result<Resolved, TargetError>> = Vec::with_capacity(selected.len());
+    let mut full: Vec<bool> = Vec::with_capacity(selected.len());
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    for t in &selected {
+        let full_sync = held.full_sync_due(t.path(), plan.full_sync_every, now);
+        let (result, reads) = match &t.output {
+            Output::Template(file) => match file.current(t.path()) {
+                Ok(tpl) => {
+                    // A first render names the resources the template reads.
+                    let lookup = TemplateLookup::new(&listing, None, t.path());
+                    let _ = tpl.render(&lookup);
+                    let reads = lookup.read.into_inner().expect("not poisoned");
+                    (Ok(Resolved::Template(tpl)), reads)
+                }
+                Err(e) => (Err(e), BTreeSet::new()),
+            },
+            _ => match requirements(&listing, t) {
+                Ok(needs) => {
+                    let reads = needs
+                        .iter()
+                        .filter(|n| n.field.is_secret())
+                        .map(|n| n.id.clone())
+                        .collect();
+                    (Ok(Resolved::Values(needs)), reads)
+                }
+                Err(e) => (Err(e), BTreeSet::new()),
+            },
+        };
+        for id in reads {
+            let current = listing.get(&id).and_then(|r| held.current(r)).is_some();
+            if full_sync || !current {
+                wanted.insert(id);
             }
         }
-        Format::Template => unreachable!("templates render through render_template"),
+        resolved.push(result);
+        full.push(full_sync);
+    }
+
+    // Download what is wanted; an outage here leaves every file as it is.
+    let wanted: Vec<String> = wanted.into_iter().collect();
+    let mut fetched = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        client.fetch_secrets(&wanted).await?
+    };
+    let mut missing: HashMap<String, Option<DecodeError>> = HashMap::new();
+    let mut failed: HashMap<String, DecodeError> = HashMap::new();
+    let mut missed = Vec::new();
+    for id in &wanted {
+        match fetched.remove(id) {
+            // Gone between the listing and the download.
+            None => {
+                held.forget(id);
+                missing.insert(id.clone(), None);
+            }
+            Some(f) => match &f.fields {
+                Err(e @ DecodeError::NoSecret { .. }) => {
+                    missing.insert(id.clone(), Some(e.clone()));
+                    held.forget(id);
+                }
+                Err(e) => {
+                    failed.insert(id.clone(), e.clone());
+                    held.forget(id);
+                }
+                Ok(_) => {
+                    if held.store(id, f) == Stored::Missed {
+                        missed.push(id.clone());
+                    }
+                }
+            },
+        }
+    }
+
+    let mut report = PassReport {
+        resources_listed: listing.resources.len(),
+        missed,
+        full_sync: full.iter().any(|f| *f),
+        ..PassReport::default()
+    };
+    let mut uses: Vec<(PathBuf, BTreeSet<String>)> = Vec::new();
+    {
+        let secrets = Secrets {
+            held,
+            missing: &missing,
+            failed: &failed,
+        };
+        for (t, result) in selected.iter().zip(resolved) {
+            let mut read = BTreeSet::new();
+            let content = result.and_then(|r| match r {
+                Resolved::Values(needs) => {
+                    read.extend(
+                        needs
+                            .iter()
+                            .filter(|n| n.field.is_secret())
+                            .map(|n| n.id.clone()),
+                    );
+                    render_values(&listing, &secrets, t, &needs)
+                }
+                Resolved::Template(tpl) => {
+                    let lookup = TemplateLookup::new(&listing, Some(&secrets), t.path());
+                    let out = tpl.render(&lookup);
+                    read = lookup.read.into_inner().expect("not poisoned");
+                    // A secret that could not be given is the target's
+                    // error, not the template's: never write around it.
+                    match lookup.unavailable.into_inner().expect("not poisoned") {
+                        Some(e) => Err(e),
+                        None => out.map_err(|source| TargetError::Render {
+                            target: t.path().to_path_buf(),
+                            source,
+                        }),
+                    }
+                }
+            });
+            uses.push((t.path().to_path_buf(), read));
+            report.targets.push(apply(t, content, opts).await);
+        }
+    }
+    for ((path, read), full_sync) in uses.into_iter().zip(full) {
+        held.record_use(&path, read);
+        if full_sync {
+            held.mark_full_sync(&path, now);
+        }
+    }
+    if report.full_sync {
+        if report.missed.is_empty() {
+            tracing::info!(
+                secrets = wanted.len(),
+                "full sync: every mapped secret downloaded again; the incremental passes had missed nothing"
+            );
+        } else {
+            tracing::warn!(
+                resources = ?report.missed,
+                "full sync: {} secret(s) had changed although their resource's modified stamp had not; the incremental passes missed them",
+                report.missed.len()
+            );
+        }
+    }
+    report.cost = client.counters() - before;
+    Ok(report)
+}
+
+/// Renders a raw, dotenv or json target from its resolved values.
+fn render_values(
+    listing: &Listing,
+    secrets: &Secrets<'_>,
+    t: &PlannedTarget,
+    needs: &[Need],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, TargetError> {
+    let value = |n: &Need| -> Result<Secret, TargetError> {
+        let r = listing.get(&n.id).expect("resolved from this listing");
+        secrets.value(t.path(), r, &n.field)
+    };
+    let vars = || -> Result<Vec<(String, Secret)>, TargetError> {
+        needs
+            .iter()
+            .map(|n| Ok((n.var.clone(), value(n)?)))
+            .collect()
+    };
+    match &t.output {
+        Output::Raw(_) => {
+            let n = needs.first().expect("a raw target reads one value");
+            Ok(render::raw::render(&value(n)?))
+        }
+        Output::Dotenv { dialect, .. } => {
+            render::dotenv::render(&vars()?, *dialect).map_err(|source| TargetError::Render {
+                target: t.path().to_path_buf(),
+                source,
+            })
+        }
+        Output::Json { .. } => Ok(render::json::render(&vars()?)),
+        Output::Template(_) => unreachable!("templates render through their lookup"),
     }
 }
 
 /// Variable names whose values differ between the file on disk and the
 /// new content, for `update` lines. Values are compared, never shown.
-fn changed_vars(t: &Target, old: &[u8], new: &[u8]) -> Vec<String> {
+fn changed_vars(t: &PlannedTarget, old: &[u8], new: &[u8]) -> Vec<String> {
     let parse = |bytes: &[u8]| -> Option<BTreeMap<String, Secret>> {
-        match t.format {
-            Format::Dotenv => render::dotenv::parse_with(bytes, t.dialect)
+        match &t.output {
+            Output::Dotenv { dialect, .. } => render::dotenv::parse_with(bytes, *dialect)
                 .ok()
                 .map(|v| v.into_iter().collect()),
-            Format::Json => serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(bytes)
-                .ok()
-                .map(|m| {
-                    m.into_iter()
-                        .map(|(k, v)| {
-                            let s = match v {
-                                serde_json::Value::String(s) => s,
-                                other => other.to_string(),
-                            };
-                            (k, Secret::new(s))
-                        })
-                        .collect()
-                }),
+            Output::Json { .. } => {
+                serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(bytes)
+                    .ok()
+                    .map(|m| {
+                        m.into_iter()
+                            .map(|(k, v)| {
+                                let s = match v {
+                                    serde_json::Value::String(s) => s,
+                                    other => other.to_string(),
+                                };
+                                (k, Secret::new(s))
+                            })
+                            .collect()
+                    })
+            }
             _ => None,
         }
     };
@@ -490,134 +612,21 @@ fn changed_vars(t: &Target, old: &[u8], new: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// One pass over `targets` (indexes into `config.targets`; all when
-/// `None`). A server that cannot be reached is an `Err`: no file is
-/// touched. Everything else is reported per target.
-pub async fn run_pass(
-    client: &Client,
-    config: &Config,
-    targets: Option<&[usize]>,
-    opts: PassOptions,
-) -> Result<PassReport, ClientError> {
-    let selected: Vec<&Target> = match targets {
-        Some(idx) => idx.iter().filter_map(|i| config.targets.get(*i)).collect(),
-        None => config.targets.iter().collect(),
-    };
-    let mut listing = client.list(true).await?;
-    let mut report = PassReport {
-        resources_listed: listing.resources.len(),
-        ..PassReport::default()
-    };
-
-    // Resolve first, so that one batch decrypts every secret the pass needs.
-    let mut resolved: Vec<Result<Vec<Need>, TargetError>> = Vec::new();
-    let mut templates: Vec<Option<Result<Template, TargetError>>> = Vec::new();
-    let mut wanted: BTreeSet<String> = BTreeSet::new();
-    for t in &selected {
-        let needs = requirements(&listing, t);
-        if let Ok(needs) = &needs {
-            wanted.extend(
-                needs
-                    .iter()
-                    .filter(|n| n.field.is_secret())
-                    .map(|n| n.id.clone()),
-            );
-        }
-        resolved.push(needs);
-        templates.push(match &t.source {
-            Source::Template(path) => Some(load_template(t, path)),
-            _ => None,
-        });
-    }
-    // Templates name their resources as they render: a first render
-    // records them.
-    for (t, tpl) in selected.iter().zip(&templates) {
-        if let Some(Ok(tpl)) = tpl {
-            let lookup = ListingLookup {
-                listing: &listing,
-                wanted: Mutex::new(BTreeSet::new()),
-                target: &t.path,
-            };
-            let _ = tpl.render(&lookup);
-            wanted.extend(lookup.wanted.into_inner().expect("not poisoned"));
-        }
-    }
-    let wanted: Vec<String> = wanted.into_iter().collect();
-    let failures = client.decrypt_secrets(&mut listing, &wanted).await;
-    report.secrets_decrypted = wanted.len() - failures.len();
-    let failed: HashMap<String, DecodeError> = failures
-        .into_iter()
-        .map(|e| (e.resource_id().to_string(), e))
-        .collect();
-
-    for ((t, needs), tpl) in selected.iter().zip(resolved).zip(templates) {
-        let content = match (needs, tpl) {
-            (_, Some(tpl)) => tpl.and_then(|tpl| render_template(&listing, t, &tpl, &failed)),
-            (Ok(needs), None) => match needs.iter().find_map(|n| failed.get(&n.id)) {
-                // A secret the account can no longer decrypt is a vanished
-                // secret as far as this target is concerned.
-                Some(e) => Err(TargetError::Missing {
-                    target: t.path.clone(),
-                    selector: format!("resource {}", e.resource_id()),
-                    reason: Some(e.clone()),
-                }),
-                None => render_target(&listing, t, &needs),
-            },
-            (Err(e), None) => Err(e),
-        };
-        report.targets.push(apply(t, content, opts).await);
-    }
-    Ok(report)
-}
-
-fn render_template(
-    listing: &Listing,
-    t: &Target,
-    tpl: &Template,
-    failed: &HashMap<String, DecodeError>,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, TargetError> {
-    let lookup = ListingLookup {
-        listing,
-        wanted: Mutex::new(BTreeSet::new()),
-        target: &t.path,
-    };
-    let out = tpl.render(&lookup).map_err(|source| TargetError::Render {
-        target: t.path.clone(),
-        source,
-    });
-    // A secret still missing here failed to decrypt (or the template only
-    // asked for it on this second render); never write its placeholder.
-    if let Some(id) = lookup
-        .wanted
-        .into_inner()
-        .expect("not poisoned")
-        .into_iter()
-        .next()
-    {
-        return Err(TargetError::Missing {
-            target: t.path.clone(),
-            selector: format!("resource {id}"),
-            reason: failed.get(&id).cloned(),
-        });
-    }
-    out
-}
-
 /// Writes (or plans) one target's content and runs its hook.
 async fn apply(
-    t: &Target,
+    t: &PlannedTarget,
     content: Result<zeroize::Zeroizing<Vec<u8>>, TargetError>,
     opts: PassOptions,
 ) -> TargetReport {
     let report = |status| TargetReport {
-        path: t.path.clone(),
+        path: t.path().to_path_buf(),
         status,
         hook: None,
     };
     let content = match content {
         Ok(c) => c,
         Err(e) if e.is_missing() => {
-            let mut r = report(missing(t, e, opts).await);
+            let mut r = report(apply_on_missing(t, e, opts).await);
             // The service should learn that its file is gone, too.
             if matches!(r.status, Status::Removed) && !opts.dry_run {
                 r.hook = run_hook(t).await;
@@ -625,16 +634,13 @@ async fn apply(
             return r;
         }
         Err(e) => {
-            tracing::error!(target_path = %t.path.display(), error = %e, "target not updated");
+            tracing::error!(target_path = %t.path().display(), error = %e, "target not updated");
             return report(Status::Failed(e));
         }
     };
-    let spec = match write_spec(t) {
-        Ok(s) => s,
-        Err(e) => return report(Status::Failed(e)),
-    };
-    let old = if opts.dry_run || matches!(t.format, Format::Dotenv | Format::Json) {
-        write::read_current(&t.path).ok().flatten()
+    let spec = t.spec.clone();
+    let old = if opts.dry_run || matches!(t.output, Output::Dotenv { .. } | Output::Json { .. }) {
+        write::read_current(t.path()).ok().flatten()
     } else {
         None
     };
@@ -651,7 +657,7 @@ async fn apply(
     .expect("write task");
     let status = match outcome {
         Err(e) => {
-            tracing::error!(target_path = %t.path.display(), error = %e, "write failed; the old file is untouched");
+            tracing::error!(target_path = %t.path().display(), error = %e, "write failed; the old file is untouched");
             return report(Status::Failed(e.into()));
         }
         Ok(WriteOutcome::Created) => Status::Created,
@@ -670,51 +676,51 @@ async fn apply(
     }
     match &r.status {
         Status::Created | Status::Updated { .. } => {
-            tracing::info!(target_path = %t.path.display(), action = r.status.label(), "target written");
+            tracing::info!(target_path = %t.path().display(), action = r.status.label(), "target written");
             r.hook = run_hook(t).await;
         }
         Status::MetadataFixed => {
-            tracing::info!(target_path = %t.path.display(), "target mode/owner corrected")
+            tracing::info!(target_path = %t.path().display(), "target mode/owner corrected")
         }
-        _ => tracing::debug!(target_path = %t.path.display(), "target unchanged"),
+        _ => tracing::debug!(target_path = %t.path().display(), "target unchanged"),
     }
     r
 }
 
 /// Runs the target's `on_change` hook, if any; returns its failure.
-async fn run_hook(t: &Target) -> Option<HookError> {
+async fn run_hook(t: &PlannedTarget) -> Option<HookError> {
     let cmd = t.on_change.as_ref()?;
-    let e = hooks::run(cmd, t.hook_timeout, &t.path).await.err()?;
-    tracing::error!(target_path = %t.path.display(), error = %e, "on_change hook failed");
+    let e = hooks::run(cmd, t.hook_timeout, t.path()).await.err()?;
+    tracing::error!(target_path = %t.path().display(), error = %e, "on_change hook failed");
     Some(e)
 }
 
 /// The `on_missing` policy of a target whose resource vanished.
-async fn missing(t: &Target, e: TargetError, opts: PassOptions) -> Status {
+async fn apply_on_missing(t: &PlannedTarget, e: TargetError, opts: PassOptions) -> Status {
     match t.on_missing {
         OnMissing::Keep => {
-            tracing::error!(target_path = %t.path.display(), error = %e, "resource missing; keeping the file as it is (on_missing: keep)");
+            tracing::error!(target_path = %t.path().display(), error = %e, "resource missing; keeping the file as it is (on_missing: keep)");
             Status::Kept(e)
         }
         OnMissing::Fail => {
-            tracing::error!(target_path = %t.path.display(), error = %e, "resource missing (on_missing: fail)");
+            tracing::error!(target_path = %t.path().display(), error = %e, "resource missing (on_missing: fail)");
             Status::Failed(e)
         }
         OnMissing::Remove => {
             if opts.dry_run {
-                return if t.path.exists() {
+                return if t.path().exists() {
                     Status::Removed
                 } else {
                     Status::Unchanged
                 };
             }
-            let path = t.path.clone();
+            let path = t.path().to_path_buf();
             match tokio::task::spawn_blocking(move || write::remove(&path))
                 .await
                 .expect("remove task")
             {
                 Ok(true) => {
-                    tracing::warn!(target_path = %t.path.display(), error = %e, "resource missing; file removed (on_missing: remove)");
+                    tracing::warn!(target_path = %t.path().display(), error = %e, "resource missing; file removed (on_missing: remove)");
                     Status::Removed
                 }
                 Ok(false) => Status::Unchanged,

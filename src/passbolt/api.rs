@@ -13,28 +13,37 @@ pub async fn resource_types(s: &Session) -> Result<Vec<ResourceType>, ClientErro
     s.get("/resource-types.json").await
 }
 
-/// `/resources.json`, with the caller's secrets when `with_secrets` (one
-/// request for a whole run) and restricted to `ids` when given.
-pub async fn resources(
-    s: &Session,
-    with_secrets: bool,
-    ids: Option<&[String]>,
-) -> Result<Vec<Resource>, ClientError> {
+/// One `filter[has-id][]=` parameter, percent-encoded, before its id.
+pub const HAS_ID_PARAM: &str = "filter%5Bhas-id%5D%5B%5D=";
+
+/// The path and query of a listing: with the caller's secrets when
+/// `with_secrets`, restricted to `ids` when not empty.
+pub fn resources_path(with_secrets: bool, ids: &[String]) -> String {
     let mut query = Vec::new();
     // The server includes a contain as soon as the key is present, even
     // with value 0: leave it out instead.
     if with_secrets {
         query.push("contain%5Bsecret%5D=1".to_string());
     }
-    for id in ids.unwrap_or_default() {
-        query.push(format!("filter%5Bhas-id%5D%5B%5D={id}"));
+    for id in ids {
+        query.push(format!("{HAS_ID_PARAM}{id}"));
     }
-    let path = if query.is_empty() {
+    if query.is_empty() {
         "/resources.json".to_string()
     } else {
         format!("/resources.json?{}", query.join("&"))
-    };
-    s.get(&path).await
+    }
+}
+
+/// `/resources.json` (see `resources_path`), with the answer's
+/// `header.servertime`.
+pub async fn resources(
+    s: &Session,
+    with_secrets: bool,
+    ids: Option<&[String]>,
+) -> Result<(Vec<Resource>, Option<i64>), ClientError> {
+    s.get_timed(&resources_path(with_secrets, ids.unwrap_or_default()))
+        .await
 }
 
 pub async fn folders(s: &Session) -> Result<Vec<Folder>, ClientError> {

@@ -68,7 +68,7 @@ pub fn decode_metadata(
                 folder,
                 type_slug: slug.to_string(),
                 custom_field_labels: Vec::new(),
-                secret: None,
+                modified: row.modified.clone(),
             },
             Vec::new(),
         ));
@@ -126,7 +126,7 @@ pub fn decode_metadata(
             folder,
             type_slug: slug.to_string(),
             custom_field_labels: labels,
-            secret: None,
+            modified: row.modified.clone(),
         },
         custom,
     ))

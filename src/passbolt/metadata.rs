@@ -72,7 +72,8 @@ impl Keyring {
                     Ok(private) => {
                         ring.fingerprints
                             .insert(key.id.clone(), private.fingerprint());
-                        ring.keys.insert(key.id.clone(), Arc::new(private));
+                        ring.keys
+                            .insert(key.id.clone(), Arc::new(private.count_with(user_key)));
                     }
                     Err(e) => errors.push(e),
                 }

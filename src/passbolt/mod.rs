@@ -10,7 +10,9 @@ pub mod model;
 pub mod session;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::Mutex;
 
@@ -19,7 +21,7 @@ pub use metadata::{Keyring, MetadataKeyError};
 pub use session::{Session, SessionOptions, SessionStats};
 
 use crate::pgp::{PgpError, PrivateKey};
-use crate::secret::Resource;
+use crate::secret::{Resource, SecretFields};
 use model::CustomFieldEntry;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,10 @@ pub enum ClientError {
     Malformed { path: String, detail: String },
     #[error("cannot process {what}: {source}")]
     Crypto { what: String, source: PgpError },
+    #[error(
+        "the answer to {path} is larger than {limit} bytes (server.max_response_bytes); refusing to read it"
+    )]
+    ResponseTooLarge { path: String, limit: u64 },
     #[error("TLS setup: {0}")]
     Tls(String),
     #[error("no refresh token held")]
@@ -90,31 +96,101 @@ impl ClientError {
     }
 }
 
-/// One listing: every readable resource with its metadata decoded, and the
-/// encrypted secrets kept aside until a caller asks for them.
+/// One listing: every readable resource with its metadata decoded. It
+/// carries no secret; `Client::fetch_secrets` downloads those.
 #[derive(Debug, Default)]
 pub struct Listing {
     pub resources: Vec<Resource>,
     /// Resources that could not be decoded, with why.
     pub failures: Vec<DecodeError>,
-    pending: HashMap<String, Pending>,
-}
-
-#[derive(Debug)]
-struct Pending {
-    armored: Option<String>,
-    custom: Vec<CustomFieldEntry>,
+    /// The answer's `header.servertime`.
+    pub servertime: Option<i64>,
+    index: HashMap<String, usize>,
 }
 
 impl Listing {
-    pub fn get(&self, id: &str) -> Option<&Resource> {
-        self.resources.iter().find(|r| r.id == id)
+    fn new(
+        resources: Vec<Resource>,
+        failures: Vec<DecodeError>,
+        servertime: Option<i64>,
+    ) -> Listing {
+        let mut index = HashMap::with_capacity(resources.len());
+        let mut kept: Vec<Resource> = Vec::with_capacity(resources.len());
+        for r in resources {
+            // A listing that names one id twice is the server's mistake;
+            // the first row wins, deterministically.
+            if index.contains_key(&r.id) {
+                tracing::warn!(resource_id = %r.id, "the listing names this resource twice; using the first row");
+                continue;
+            }
+            index.insert(r.id.clone(), kept.len());
+            kept.push(r);
+        }
+        Listing {
+            resources: kept,
+            failures,
+            servertime,
+            index,
+        }
     }
 
-    /// Why a resource is absent, when it failed to decode.
+    pub fn get(&self, id: &str) -> Option<&Resource> {
+        self.index.get(id).map(|&i| &self.resources[i])
+    }
+
+    /// Why a resource is absent, when it is listed but failed to decode.
     pub fn failure(&self, id: &str) -> Option<&DecodeError> {
         self.failures.iter().find(|e| e.resource_id() == id)
     }
+}
+
+/// One downloaded secret, decrypted (or why not), with what is needed to
+/// know later whether it is still current.
+#[derive(Debug)]
+pub struct FetchedSecret {
+    /// The resource's `modified` in the answer that carried the secret.
+    pub modified: Option<String>,
+    /// That answer's `header.servertime`.
+    pub servertime: Option<i64>,
+    pub fields: Result<SecretFields, DecodeError>,
+}
+
+/// What the client has cost so far: requests, bytes, downloads and
+/// private-key operations. Callers take differences around a pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: u64,
+    pub response_bytes: u64,
+    pub secrets_downloaded: u64,
+    pub private_key_operations: u64,
+    pub logins: u64,
+    pub refreshes: u64,
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    fn sub(self, before: Counters) -> Counters {
+        Counters {
+            requests: self.requests - before.requests,
+            response_bytes: self.response_bytes - before.response_bytes,
+            secrets_downloaded: self.secrets_downloaded - before.secrets_downloaded,
+            private_key_operations: self.private_key_operations - before.private_key_operations,
+            logins: self.logins - before.logins,
+            refreshes: self.refreshes - before.refreshes,
+        }
+    }
+}
+
+/// Longest request URL sent: 8 KiB is the default limit of common reverse
+/// proxies (nginx's large_client_header_buffers, Apache's LimitRequestLine).
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+
+/// Decoded v5 metadata, kept while its row is unchanged: decrypting it
+/// again costs a private-key operation per resource and listing.
+struct DecodedMetadata {
+    digest: u64,
+    resource: Resource,
+    custom: Vec<CustomFieldEntry>,
 }
 
 /// The client of one server for one account.
@@ -122,6 +198,12 @@ pub struct Client {
     session: Session,
     types: Mutex<HashMap<String, String>>,
     keyring: Mutex<Keyring>,
+    /// v5 resource metadata by resource id, and v5 folder names by folder
+    /// id, each with the digest of the row it was decoded from.
+    metadata: StdMutex<HashMap<String, DecodedMetadata>>,
+    folder_names: StdMutex<HashMap<String, (u64, String)>>,
+    digests: RandomState,
+    secrets_downloaded: AtomicU64,
 }
 
 impl Client {
@@ -130,6 +212,10 @@ impl Client {
             session: Session::new(opts, key)?,
             types: Mutex::new(HashMap::new()),
             keyring: Mutex::new(Keyring::default()),
+            metadata: StdMutex::new(HashMap::new()),
+            folder_names: StdMutex::new(HashMap::new()),
+            digests: RandomState::new(),
+            secrets_downloaded: AtomicU64::new(0),
         })
     }
 
@@ -139,6 +225,33 @@ impl Client {
 
     pub fn stats(&self) -> SessionStats {
         self.session.stats()
+    }
+
+    pub fn counters(&self) -> Counters {
+        let s = self.session.stats();
+        Counters {
+            requests: s.requests,
+            response_bytes: s.response_bytes,
+            secrets_downloaded: self.secrets_downloaded.load(Ordering::Relaxed),
+            private_key_operations: self.session.user_key().operations(),
+            logins: s.logins,
+            refreshes: s.refreshes,
+        }
+    }
+
+    /// What the held state of a caller depends on besides each resource:
+    /// the account's key and the metadata keys known so far. When it
+    /// changes, whatever was derived from the old keys must be dropped.
+    pub async fn key_identity(&self) -> String {
+        let ring = self.keyring.lock().await;
+        let mut fps: Vec<&String> = ring.fingerprints().values().collect();
+        fps.sort();
+        let mut id = self.session.user_key().fingerprint();
+        for f in fps {
+            id.push(' ');
+            id.push_str(f);
+        }
+        id
     }
 
     /// Logs in now (otherwise the first request does).
@@ -190,59 +303,199 @@ impl Client {
         for e in &errors {
             tracing::error!(error = %e, "metadata key unusable");
         }
-        if !ring.is_empty() && fresh.fingerprints() != ring.fingerprints() {
-            tracing::warn!(
-                before = ?ring.fingerprints(),
-                after = ?fresh.fingerprints(),
-                "the set of metadata keys changed"
-            );
+        if fresh.fingerprints() != ring.fingerprints() {
+            if !ring.is_empty() {
+                tracing::warn!(
+                    before = ?ring.fingerprints(),
+                    after = ?fresh.fingerprints(),
+                    "the set of metadata keys changed"
+                );
+            }
+            // Metadata decoded with the old set is not evidence of what
+            // the new set would decode.
+            self.metadata.lock().expect("not poisoned").clear();
+            self.folder_names.lock().expect("not poisoned").clear();
         }
         *ring = fresh;
         Ok(())
     }
 
-    /// Lists every resource the account can read, with metadata decoded.
-    /// `with_secrets` fetches the encrypted secrets in the same request;
-    /// they are decrypted only by `decrypt_secrets`.
-    pub async fn list(&self, with_secrets: bool) -> Result<Listing, ClientError> {
-        let rows = api::resources(&self.session, with_secrets, None).await?;
-        self.decode(rows, with_secrets).await
+    /// Lists every resource the account can read, with metadata decoded
+    /// (v5 metadata only when its row changed since the last listing).
+    /// `folder_paths` also lists the folders to name each resource's.
+    pub async fn list(&self, folder_paths: bool) -> Result<Listing, ClientError> {
+        let (rows, servertime) = api::resources(&self.session, false, None).await?;
+        let listing = self.decode(rows, servertime, folder_paths).await?;
+        // Forget what the server no longer lists, so the cache never
+        // outgrows the account.
+        self.metadata
+            .lock()
+            .expect("not poisoned")
+            .retain(|id, _| listing.index.contains_key(id) || listing.failure(id).is_some());
+        Ok(listing)
     }
 
-    /// Like `list`, restricted to the given ids (`filter[has-id][]`).
-    pub async fn list_ids(
+    /// Downloads and decrypts the secrets of `ids` (`contain[secret]`
+    /// restricted by `filter[has-id][]`), in as many requests as keep each
+    /// URL under `MAX_URL_BYTES`. Decryption of one batch overlaps the
+    /// download of the next. An id the server no longer lists is absent
+    /// from the result; one listed without a secret for this account has
+    /// `DecodeError::NoSecret`.
+    pub async fn fetch_secrets(
         &self,
         ids: &[String],
-        with_secrets: bool,
-    ) -> Result<Listing, ClientError> {
-        let rows = api::resources(&self.session, with_secrets, Some(ids)).await?;
-        self.decode(rows, with_secrets).await
+    ) -> Result<HashMap<String, FetchedSecret>, ClientError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut decrypting: Option<tokio::task::JoinHandle<Vec<(String, FetchedSecret)>>> = None;
+        for batch in self.batches(ids) {
+            let (rows, servertime) = api::resources(&self.session, true, Some(batch)).await?;
+            let downloaded = rows
+                .iter()
+                .filter(|r| r.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+                .count();
+            self.secrets_downloaded
+                .fetch_add(downloaded as u64, Ordering::Relaxed);
+            let work = self.prepare_secrets(rows, servertime).await?;
+            let user_key = self.session.user_key().clone();
+            let next = tokio::task::spawn_blocking(move || {
+                par_map(work, |(id, slug, armored, custom, modified)| {
+                    let fields = match armored {
+                        Some(a) => decode::decode_secret(&id, &slug, &a, &custom, &user_key),
+                        None => Err(DecodeError::NoSecret { id: id.clone() }),
+                    };
+                    let fetched = FetchedSecret {
+                        modified,
+                        servertime,
+                        fields,
+                    };
+                    (id, fetched)
+                })
+            });
+            if let Some(previous) = decrypting.replace(next) {
+                out.extend(previous.await.expect("decryption task"));
+            }
+        }
+        if let Some(last) = decrypting {
+            out.extend(last.await.expect("decryption task"));
+        }
+        Ok(out)
+    }
+
+    /// Splits `ids` into batches whose listing URL stays within
+    /// `MAX_URL_BYTES`.
+    fn batches<'a>(&self, ids: &'a [String]) -> Vec<&'a [String]> {
+        let fixed = self.session.options().base_url.len() + api::resources_path(true, &[]).len();
+        let per_id = api::HAS_ID_PARAM.len() + 2 + 36;
+        let per_batch = (MAX_URL_BYTES.saturating_sub(fixed) / per_id).max(1);
+        ids.chunks(per_batch).collect()
+    }
+
+    /// Pairs each secret row with the slug and custom field entries that
+    /// decoding it needs.
+    #[allow(clippy::type_complexity)]
+    async fn prepare_secrets(
+        &self,
+        mut rows: Vec<model::Resource>,
+        servertime: Option<i64>,
+    ) -> Result<
+        Vec<(
+            String,
+            String,
+            Option<String>,
+            Vec<CustomFieldEntry>,
+            Option<String>,
+        )>,
+        ClientError,
+    > {
+        let armored: Vec<Option<String>> = rows
+            .iter_mut()
+            .map(|r| {
+                r.secrets
+                    .take()
+                    .and_then(|s| s.into_iter().next())
+                    .map(|s| s.data)
+            })
+            .collect();
+        let modified: Vec<Option<String>> = rows.iter().map(|r| r.modified.clone()).collect();
+        let (decoded, failures) = self.decode_rows(rows).await?;
+        let mut work = Vec::new();
+        for ((item, armored), modified) in decoded.into_iter().zip(armored).zip(modified) {
+            if let Some((resource, custom)) = item {
+                work.push((resource.id, resource.type_slug, armored, custom, modified));
+            }
+        }
+        for e in failures {
+            // Its metadata does not decode, so neither can its secret be
+            // labelled; the listing already reported it.
+            tracing::debug!(error = %e, servertime, "secret row skipped");
+        }
+        Ok(work)
     }
 
     async fn decode(
         &self,
         rows: Vec<model::Resource>,
-        with_secrets: bool,
+        servertime: Option<i64>,
+        folder_paths: bool,
     ) -> Result<Listing, ClientError> {
+        let parents: Vec<Option<String>> =
+            rows.iter().map(|r| r.folder_parent_id.clone()).collect();
+        let paths = if folder_paths && parents.iter().any(Option::is_some) {
+            self.folder_paths().await?
+        } else {
+            HashMap::new()
+        };
+        let (decoded, failures) = self.decode_rows(rows).await?;
+        let resources = decoded
+            .into_iter()
+            .zip(parents)
+            .filter_map(|(item, parent)| {
+                let (mut resource, _) = item?;
+                resource.folder = parent.and_then(|p| paths.get(&p).cloned());
+                Some(resource)
+            })
+            .collect();
+        Ok(Listing::new(resources, failures, servertime))
+    }
+
+    /// Decodes rows in order (`None` where a row failed, with its error
+    /// in the second list), reusing the metadata decoded from an identical
+    /// row before.
+    #[allow(clippy::type_complexity)]
+    async fn decode_rows(
+        &self,
+        rows: Vec<model::Resource>,
+    ) -> Result<
+        (
+            Vec<Option<(Resource, Vec<CustomFieldEntry>)>>,
+            Vec<DecodeError>,
+        ),
+        ClientError,
+    > {
         let type_ids: Vec<&str> = rows.iter().map(|r| r.resource_type_id.as_str()).collect();
         let slugs = self.slugs(&type_ids).await?;
-        let folders = if rows.iter().any(|r| r.folder_parent_id.is_some()) {
-            api::folders(&self.session).await?
-        } else {
-            Vec::new()
+        let digests: Vec<u64> = rows.iter().map(|r| self.digest(r)).collect();
+        let mut reused: Vec<Option<(Resource, Vec<CustomFieldEntry>)>> = {
+            let cache = self.metadata.lock().expect("not poisoned");
+            rows.iter()
+                .zip(&digests)
+                .map(|(r, d)| {
+                    cache
+                        .get(&r.id)
+                        .filter(|c| c.digest == *d)
+                        .map(|c| (c.resource.clone(), c.custom.clone()))
+                })
+                .collect()
         };
         let shared: Vec<&str> = rows
             .iter()
-            .filter_map(|r| {
+            .zip(&reused)
+            .filter(|(_, hit)| hit.is_none())
+            .filter_map(|(r, _)| {
                 r.metadata_key_id.as_deref().filter(|_| {
                     r.metadata.is_some() && r.metadata_key_type.as_deref() != Some("user_key")
                 })
             })
-            .chain(folders.iter().filter_map(|f| {
-                f.metadata_key_id.as_deref().filter(|_| {
-                    f.metadata.is_some() && f.metadata_key_type.as_deref() != Some("user_key")
-                })
-            }))
             .collect();
         let keyring = if shared.is_empty() {
             Keyring::default()
@@ -250,122 +503,153 @@ impl Client {
             self.keyring(&shared).await?
         };
         let user_key = self.session.user_key().clone();
-        tokio::task::spawn_blocking(move || {
-            let paths = folder_paths(&folders, &keyring, &user_key);
-            let decoded = par_map(rows, |row| {
+        let todo: Vec<(usize, model::Resource)> = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| reused[*i].is_none())
+            .collect();
+        let fresh = tokio::task::spawn_blocking(move || {
+            par_map(todo, |(i, row)| {
                 let Some(slug) = slugs.get(&row.resource_type_id) else {
-                    return Err(DecodeError::UnknownType {
-                        id: row.id.clone(),
-                        type_id: row.resource_type_id.clone(),
-                    });
+                    return (
+                        i,
+                        Err(DecodeError::UnknownType {
+                            id: row.id.clone(),
+                            type_id: row.resource_type_id.clone(),
+                        }),
+                    );
                 };
-                let folder = row
-                    .folder_parent_id
-                    .as_ref()
-                    .and_then(|f| paths.get(f).cloned());
-                let (resource, custom) =
-                    decode::decode_metadata(&row, slug, folder, &keyring, &user_key)?;
-                let armored = row
-                    .secrets
-                    .and_then(|s| s.into_iter().next())
-                    .map(|s| s.data);
-                Ok((resource, Pending { armored, custom }))
-            });
-            let mut listing = Listing::default();
-            for item in decoded {
-                match item {
-                    Ok((resource, pending)) => {
-                        if with_secrets || !pending.custom.is_empty() {
-                            listing.pending.insert(resource.id.clone(), pending);
-                        }
-                        listing.resources.push(resource);
-                    }
-                    Err(e) => listing.failures.push(e),
-                }
-            }
-            listing
+                (
+                    i,
+                    decode::decode_metadata(&row, slug, None, &keyring, &user_key),
+                )
+            })
         })
         .await
         .map_err(|e| ClientError::Malformed {
             path: "/resources.json".into(),
             detail: format!("decoding failed: {e}"),
-        })
-    }
-
-    /// Decrypts the secrets of `ids` in parallel on the blocking pool and
-    /// stores them in the listing. Returns the failures; a resource not in
-    /// the listing is left to the caller to report.
-    pub async fn decrypt_secrets(&self, listing: &mut Listing, ids: &[String]) -> Vec<DecodeError> {
-        let mut work = Vec::new();
-        for id in ids {
-            let Some(res) = listing.get(id) else { continue };
-            if res.secret.is_some() {
-                continue;
-            }
-            let pending = listing.pending.get(id);
-            work.push((
-                id.clone(),
-                res.type_slug.clone(),
-                pending.and_then(|p| p.armored.clone()),
-                pending.map(|p| p.custom.clone()).unwrap_or_default(),
-            ));
-        }
-        if work.is_empty() {
-            return Vec::new();
-        }
-        let user_key = self.session.user_key().clone();
-        let results = tokio::task::spawn_blocking(move || {
-            par_map(work, |(id, slug, armored, custom)| {
-                let r = match armored {
-                    Some(a) => decode::decode_secret(&id, &slug, &a, &custom, &user_key),
-                    None => Err(DecodeError::NoSecret { id: id.clone() }),
-                };
-                (id, r)
-            })
-        })
-        .await
-        .expect("decryption task");
+        })?;
         let mut failures = Vec::new();
-        for (id, r) in results {
-            match r {
-                Ok(fields) => {
-                    if let Some(res) = listing.resources.iter_mut().find(|r| r.id == id) {
-                        res.secret = Some(fields);
-                    }
+        let mut cache = self.metadata.lock().expect("not poisoned");
+        for (i, result) in fresh {
+            match result {
+                Ok((resource, custom)) => {
+                    cache.insert(
+                        resource.id.clone(),
+                        DecodedMetadata {
+                            digest: digests[i],
+                            resource: resource.clone(),
+                            custom: custom.clone(),
+                        },
+                    );
+                    reused[i] = Some((resource, custom));
                 }
                 Err(e) => failures.push(e),
             }
         }
-        failures
+        Ok((reused, failures))
+    }
+
+    /// What identifies a row's decodable content: everything decoding it
+    /// reads. `modified` is part of it, so an edit is decoded again even
+    /// if it re-encrypted to identical-looking input.
+    fn digest(&self, r: &model::Resource) -> u64 {
+        let mut h = self.digests.build_hasher();
+        (
+            &r.resource_type_id,
+            &r.modified,
+            &r.metadata,
+            &r.metadata_key_id,
+            &r.metadata_key_type,
+            &r.name,
+            &r.username,
+            &r.uri,
+            &r.description,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
+
+    /// Folder paths by folder id; v5 folder names are decrypted only when
+    /// their row changed.
+    async fn folder_paths(&self) -> Result<HashMap<String, String>, ClientError> {
+        let folders = api::folders(&self.session).await?;
+        let shared: Vec<&str> = folders
+            .iter()
+            .filter_map(|f| {
+                f.metadata_key_id.as_deref().filter(|_| {
+                    f.metadata.is_some() && f.metadata_key_type.as_deref() != Some("user_key")
+                })
+            })
+            .collect();
+        let keyring = if shared.is_empty() {
+            Keyring::default()
+        } else {
+            self.keyring(&shared).await?
+        };
+        let user_key = self.session.user_key().clone();
+        let digests: Vec<u64> = folders
+            .iter()
+            .map(|f| {
+                let mut h = self.digests.build_hasher();
+                (&f.metadata, &f.metadata_key_id, &f.name, &f.modified).hash(&mut h);
+                h.finish()
+            })
+            .collect();
+        let known = self.folder_names.lock().expect("not poisoned").clone();
+        let (names, paths) = tokio::task::spawn_blocking(move || {
+            let names: HashMap<String, (u64, String)> = folders
+                .iter()
+                .zip(digests)
+                .map(|(f, d)| {
+                    let name = match known.get(&f.id).filter(|(kd, _)| *kd == d) {
+                        Some((_, name)) => name.clone(),
+                        None => folder_name(f, &keyring, &user_key),
+                    };
+                    (f.id.clone(), (d, name))
+                })
+                .collect();
+            let paths = folder_paths(&folders, &names);
+            (names, paths)
+        })
+        .await
+        .expect("folder decoding task");
+        *self.folder_names.lock().expect("not poisoned") = names;
+        Ok(paths)
+    }
+}
+
+/// A folder's name: cleartext (v4) or decrypted from its metadata (v5).
+fn folder_name(f: &model::Folder, keyring: &Keyring, user_key: &PrivateKey) -> String {
+    match &f.metadata {
+        None => f.name.clone().unwrap_or_default(),
+        Some(armored) => {
+            let key = match f.metadata_key_type.as_deref() {
+                Some("user_key") => Some(user_key),
+                _ => f
+                    .metadata_key_id
+                    .as_deref()
+                    .and_then(|id| keyring.get(id))
+                    .map(|k| k.as_ref()),
+            };
+            key.and_then(|k| k.decrypt(armored.as_bytes()).ok())
+                .and_then(|p| serde_json::from_slice::<model::FolderMetadata>(&p).ok())
+                .map(|m| m.name)
+                .unwrap_or_else(|| format!("[folder {}]", f.id))
+        }
     }
 }
 
 /// Folder paths by folder id, from the root down (`Parent/Child`).
 fn folder_paths(
     folders: &[model::Folder],
-    keyring: &Keyring,
-    user_key: &PrivateKey,
+    names: &HashMap<String, (u64, String)>,
 ) -> HashMap<String, String> {
-    let names: HashMap<&str, (String, Option<&str>)> = folders
+    let names: HashMap<&str, (&str, Option<&str>)> = folders
         .iter()
         .map(|f| {
-            let name = match &f.metadata {
-                None => f.name.clone().unwrap_or_default(),
-                Some(armored) => {
-                    let key = match f.metadata_key_type.as_deref() {
-                        Some("user_key") => Some(user_key),
-                        _ => f
-                            .metadata_key_id
-                            .as_deref()
-                            .and_then(|id| keyring.get(id))
-                            .map(|k| k.as_ref()),
-                    };
-                    key.and_then(|k| k.decrypt(armored.as_bytes()).ok())
-                        .and_then(|p| serde_json::from_slice::<model::FolderMetadata>(&p).ok())
-                        .map(|m| m.name)
-                        .unwrap_or_else(|| format!("[folder {}]", f.id))
-                }
-            };
+            let name = names.get(&f.id).map(|(_, n)| n.as_str()).unwrap_or("");
             (f.id.as_str(), (name, f.folder_parent_id.as_deref()))
         })
         .collect();

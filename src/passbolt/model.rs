@@ -13,6 +13,12 @@ pub struct Envelope<T> {
     pub body: T,
 }
 
+/// An envelope read for its header alone; the body is skipped unparsed.
+#[derive(Debug, Deserialize)]
+pub struct HeaderOnly {
+    pub header: Header,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Header {
     #[serde(default)]
@@ -112,6 +118,8 @@ pub struct SecretRow {
     #[serde(default)]
     pub resource_id: Option<String>,
     pub data: String,
+    #[serde(default)]
+    pub modified: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -119,6 +127,8 @@ pub struct Folder {
     pub id: String,
     #[serde(default)]
     pub folder_parent_id: Option<String>,
+    #[serde(default)]
+    pub modified: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

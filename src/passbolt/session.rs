@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use super::ClientError;
 use super::model::{
     AccessTokenBody, ChallengeBody, ChallengeRequest, ChallengeResponse, Claims, Envelope,
-    VerifyBody,
+    HeaderOnly, VerifyBody,
 };
 use crate::pgp::{PrivateKey, PublicKey};
 
@@ -44,7 +44,14 @@ pub struct SessionOptions {
     /// Extra PEM trust roots, added to the system's.
     pub ca_pem: Option<Vec<u8>>,
     pub timeout: Duration,
+    /// Largest response body accepted; a larger one is refused while it
+    /// streams in, never buffered whole.
+    pub max_response_bytes: u64,
 }
+
+/// The default of `server.max_response_bytes`: a listing of 10,000 v5
+/// resources with their secrets is about 30 MB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 struct AccessToken {
     value: Zeroizing<String>,
@@ -83,6 +90,10 @@ pub struct SessionStats {
     pub logins: u64,
     pub refreshes: u64,
     pub refresh_failures: u64,
+    /// HTTP requests sent, logins and refreshes included.
+    pub requests: u64,
+    /// Response body bytes read.
+    pub response_bytes: u64,
 }
 
 pub struct Session {
@@ -96,6 +107,8 @@ pub struct Session {
     logins: AtomicU64,
     refreshes: AtomicU64,
     refresh_failures: AtomicU64,
+    requests: AtomicU64,
+    response_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for Session {
@@ -141,6 +154,8 @@ impl Session {
             logins: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             refresh_failures: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
         })
     }
 
@@ -157,6 +172,8 @@ impl Session {
             logins: self.logins.load(Ordering::Relaxed),
             refreshes: self.refreshes.load(Ordering::Relaxed),
             refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            response_bytes: self.response_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -192,7 +209,8 @@ impl Session {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut resp = req
             .send()
             .await
             .map_err(|e| unreachable(&self.opts.base_url, &e))?;
@@ -208,11 +226,27 @@ impl Session {
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
-        let body = resp
-            .bytes()
+        let limit = self.opts.max_response_bytes;
+        let too_large = || ClientError::ResponseTooLarge {
+            path: path.to_string(),
+            limit,
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
             .map_err(|e| unreachable(&self.opts.base_url, &e))?
-            .to_vec();
+        {
+            self.response_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         tracing::trace!(%path, status = status.as_u16(), bytes = body.len(), "response");
         Ok(Reply {
             status,
@@ -229,6 +263,15 @@ impl Session {
         path: &str,
         reply: &Reply,
     ) -> Result<T, ClientError> {
+        self.decode_timed(path, reply).map(|(body, _)| body)
+    }
+
+    /// Like `decode`, with the answer's `header.servertime`.
+    pub(crate) fn decode_timed<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        reply: &Reply,
+    ) -> Result<(T, Option<i64>), ClientError> {
         if reply.status == StatusCode::FOUND
             && reply
                 .location
@@ -239,36 +282,36 @@ impl Session {
                 providers: Vec::new(),
             });
         }
-        let envelope: Result<Envelope<serde_json::Value>, _> = serde_json::from_slice(&reply.body);
-        if let Ok(env) = &envelope
-            && let Some(t) = env.header.servertime
-        {
+        // The header first, skipping the body: a listing parsed into a
+        // generic tree before its typed form would hold both in memory.
+        let header = serde_json::from_slice::<HeaderOnly>(&reply.body).map(|h| h.header);
+        let servertime = header.as_ref().ok().and_then(|h| h.servertime);
+        if let Some(t) = servertime {
             self.skew.store(t - now(), Ordering::Relaxed);
         }
         if !reply.status.is_success() {
-            let message = envelope
-                .as_ref()
-                .map(|e| e.header.message.clone())
-                .unwrap_or_default();
+            let message = header.map(|h| h.message).unwrap_or_default();
             return Err(status_error(path, reply.status, message));
         }
-        let envelope = envelope.map_err(|e| ClientError::Malformed {
+        let header = header.map_err(|e| ClientError::Malformed {
             path: path.to_string(),
             detail: format!("not a passbolt JSON envelope: {e}"),
         })?;
-        if envelope.header.status != "success" {
+        if header.status != "success" {
             return Err(ClientError::Malformed {
                 path: path.to_string(),
                 detail: format!(
                     "header.status is {:?} with HTTP {}",
-                    envelope.header.status, reply.status
+                    header.status, reply.status
                 ),
             });
         }
-        serde_json::from_value(envelope.body).map_err(|e| ClientError::Malformed {
-            path: path.to_string(),
-            detail: e.to_string(),
-        })
+        let envelope: Envelope<T> =
+            serde_json::from_slice(&reply.body).map_err(|e| ClientError::Malformed {
+                path: path.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok((envelope.body, servertime))
     }
 
     /// `GET /auth/verify.json`: the server's key, checked against the pin,
@@ -500,12 +543,20 @@ impl Session {
 
     /// An authenticated GET. A 401 gets one renewal and one retry.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.get_timed(path).await.map(|(body, _)| body)
+    }
+
+    /// Like `get`, with the answer's `header.servertime`.
+    pub async fn get_timed<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(T, Option<i64>), ClientError> {
         let token = self.access_token().await?;
         let reply = self
             .send(Method::GET, path, Some(&token), None::<&()>)
             .await?;
         if reply.status != StatusCode::UNAUTHORIZED {
-            return self.decode(path, &reply);
+            return self.decode_timed(path, &reply);
         }
         tracing::debug!(%path, "401; renewing the access token and retrying once");
         let token = self.renew_after_401(&token).await?;
@@ -515,7 +566,7 @@ impl Session {
         if reply.status == StatusCode::UNAUTHORIZED {
             return Err(ClientError::Unauthorized { path: path.into() });
         }
-        self.decode(path, &reply)
+        self.decode_timed(path, &reply)
     }
 
     /// Revokes this process's refresh token, and only it: an empty body

@@ -30,6 +30,7 @@ fn custom_client(
             fingerprint,
             ca_pem: None,
             timeout: Duration::from_secs(5),
+            max_response_bytes: passbolt_sync::passbolt::session::DEFAULT_MAX_RESPONSE_BYTES,
         },
         common::shared_key(key_of),
     )
@@ -342,11 +343,17 @@ async fn every_resource_type_decodes_for_rsa_and_curve25519() {
     let server = devserver(Options::default()).await;
     for who in ["bob", "alice"] {
         let c = client(&server, &fixture(who));
-        let mut listing = c.list(true).await.unwrap();
+        let listing = c.list(true).await.unwrap();
         assert!(listing.failures.is_empty(), "{:?}", listing.failures);
         let ids: Vec<String> = listing.resources.iter().map(|r| r.id.clone()).collect();
-        let failures = c.decrypt_secrets(&mut listing, &ids).await;
-        assert!(failures.is_empty(), "{failures:?}");
+        let mut fetched = c.fetch_secrets(&ids).await.unwrap();
+        assert_eq!(fetched.len(), ids.len());
+        let mut secrets = std::collections::HashMap::new();
+        for id in &ids {
+            let f = fetched.remove(id).unwrap();
+            assert_eq!(f.modified, listing.get(id).unwrap().modified);
+            secrets.insert(id.clone(), f.fields.unwrap());
+        }
         let slugs: std::collections::BTreeSet<&str> = listing
             .resources
             .iter()
@@ -354,7 +361,7 @@ async fn every_resource_type_decodes_for_rsa_and_curve25519() {
             .collect();
         assert_eq!(slugs.len(), 11, "{slugs:?}");
         let get = |id: &str| listing.get(id).unwrap();
-        let secret = |id: &str| get(id).secret.clone().unwrap();
+        let secret = |id: &str| secrets[id].clone();
         assert_eq!(
             secret(ids::V4_PASSWORD_STRING).password.unwrap().expose(),
             "legacy-db-pass"
@@ -428,11 +435,14 @@ async fn listing_without_secrets_decrypts_nothing_secret() {
     let server = devserver(Options::default()).await;
     let c = client(&server, &fixture("alice"));
     let listing = c.list(false).await.unwrap();
-    assert!(listing.resources.iter().all(|r| r.secret.is_none()));
+    assert!(listing.resources.iter().all(|r| r.folder.is_none()));
     assert!(server.events().iter().any(|e| matches!(e,
         passbolt_sync::devserver::Event::Request { path, .. } if path == "/resources.json")));
-    let one = c.list_ids(&[ids::V5_PIN.to_string()], false).await.unwrap();
-    assert_eq!(one.resources.len(), 1);
+    // Without folder paths, the listing is one request: no /folders.json.
+    assert!(!server.events().iter().any(|e| matches!(e,
+        passbolt_sync::devserver::Event::Request { path, .. } if path == "/folders.json")));
+    let one = c.fetch_secrets(&[ids::V5_PIN.to_string()]).await.unwrap();
+    assert_eq!(one.len(), 1);
 }
 
 #[tokio::test]
@@ -450,6 +460,7 @@ async fn a_server_that_does_not_answer_in_time_is_an_outage_named_as_such() {
             fingerprint: None,
             ca_pem: None,
             timeout: Duration::from_millis(500),
+            max_response_bytes: passbolt_sync::passbolt::session::DEFAULT_MAX_RESPONSE_BYTES,
         },
         common::shared_key(&alice),
     )

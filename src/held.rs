@@ -1,0 +1,197 @@
+//! What the daemon holds between passes: the decrypted secrets its
+//! targets read, each with the `modified` stamp of the answer that carried
+//! it, so that a pass downloads only what changed.
+//!
+//! A held secret is *current* for a listed resource when it was downloaded
+//! at the `modified` the listing shows, and that stamp was *settled*: at
+//! least `SETTLE_SECONDS` older than the server's clock when it was
+//! downloaded. `modified` has one-second precision, so a second edit in the
+//! same second as the download would keep the stamp; an unsettled secret
+//! is downloaded again on the next pass.
+//!
+//! Nothing here talks to the server, renders or writes: the pass asks what
+//! is current and hands over what it downloaded. Values are `SecretFields`,
+//! which never print and are zeroized when dropped or replaced.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::passbolt::FetchedSecret;
+use crate::secret::{Resource, SecretFields};
+
+/// How much older than the server's clock a `modified` stamp must be for
+/// no further edit to be able to share it.
+pub const SETTLE_SECONDS: i64 = 2;
+
+struct HeldSecret {
+    modified: String,
+    settled: bool,
+    fields: SecretFields,
+}
+
+#[derive(Default)]
+pub struct Held {
+    /// The client's key identity the secrets were decrypted under.
+    identity: Option<String>,
+    secrets: HashMap<String, HeldSecret>,
+    /// Which resources each target read in its last pass.
+    used_by: HashMap<PathBuf, BTreeSet<String>>,
+    /// When each target's secrets were last all downloaded again.
+    full_sync: HashMap<PathBuf, Instant>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("secrets", &self.secrets.len())
+            .field("targets", &self.used_by.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What storing one downloaded secret found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Nothing was held for it, or what was held was not current.
+    New,
+    /// A current value was held and the download is the same.
+    Same,
+    /// A current value was held, yet the download differs: an incremental
+    /// pass would have missed this change.
+    Missed,
+}
+
+impl Held {
+    pub fn new() -> Held {
+        Held::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// Drops everything held.
+    pub fn clear(&mut self) {
+        self.secrets.clear();
+        self.used_by.clear();
+        self.full_sync.clear();
+        self.identity = None;
+    }
+
+    /// Drops everything when the keys behind the secrets changed (the
+    /// account's key, the set of metadata keys). Returns whether it did.
+    pub fn check_identity(&mut self, identity: &str) -> bool {
+        match &self.identity {
+            Some(held) if held == identity => false,
+            Some(_) => {
+                self.clear();
+                self.identity = Some(identity.to_string());
+                true
+            }
+            None => {
+                self.identity = Some(identity.to_string());
+                false
+            }
+        }
+    }
+
+    /// The held secret of `r`, when it is current (see the module docs).
+    pub fn current(&self, r: &Resource) -> Option<&SecretFields> {
+        let held = self.secrets.get(&r.id)?;
+        (held.settled && r.modified.as_deref() == Some(held.modified.as_str()))
+            .then_some(&held.fields)
+    }
+
+    /// The held secret of `id`, current or not.
+    pub fn get(&self, id: &str) -> Option<&SecretFields> {
+        self.secrets.get(id).map(|h| &h.fields)
+    }
+
+    /// Keeps a downloaded secret, replacing (and so zeroizing) the one held.
+    pub fn store(&mut self, id: &str, fetched: FetchedSecret) -> Stored {
+        let Ok(fields) = fetched.fields else {
+            self.secrets.remove(id);
+            return Stored::New;
+        };
+        let modified = fetched.modified.unwrap_or_default();
+        let settled = match (modified_epoch(&modified), fetched.servertime) {
+            (Some(m), Some(now)) => m + SETTLE_SECONDS <= now,
+            // Without both stamps nothing proves the value current later.
+            _ => false,
+        };
+        let outcome = match self.secrets.get(id) {
+            Some(h) if h.settled && h.modified == modified => {
+                if h.fields == fields {
+                    Stored::Same
+                } else {
+                    Stored::Missed
+                }
+            }
+            _ => Stored::New,
+        };
+        self.secrets.insert(
+            id.to_string(),
+            HeldSecret {
+                modified,
+                settled,
+                fields,
+            },
+        );
+        outcome
+    }
+
+    /// Forgets a secret, e.g. of a resource that left the listing.
+    pub fn forget(&mut self, id: &str) {
+        self.secrets.remove(id);
+    }
+
+    /// Forgets the secrets of every resource `listed` does not contain.
+    pub fn forget_unlisted(&mut self, listed: impl Fn(&str) -> bool) {
+        self.secrets.retain(|id, _| listed(id));
+    }
+
+    /// Records which resources a target read in this pass.
+    pub fn record_use(&mut self, target: &Path, ids: BTreeSet<String>) {
+        self.used_by.insert(target.to_path_buf(), ids);
+    }
+
+    /// Keeps only what the targets at `paths` use: after a config reload
+    /// removed targets, their secrets are no longer held.
+    pub fn retain_targets(&mut self, paths: &[&Path]) {
+        self.used_by.retain(|p, _| paths.contains(&p.as_path()));
+        self.full_sync.retain(|p, _| paths.contains(&p.as_path()));
+        let used: BTreeSet<&String> = self.used_by.values().flatten().collect();
+        self.secrets.retain(|id, _| used.contains(id));
+    }
+
+    /// Whether `target`'s secrets are due to be downloaded again whatever
+    /// their stamps: `every` after the last time (`None`: never). A target
+    /// seen for the first time starts its period now.
+    pub fn full_sync_due(&mut self, target: &Path, every: Option<Duration>, now: Instant) -> bool {
+        let Some(every) = every else { return false };
+        match self.full_sync.get(target) {
+            Some(last) => now.duration_since(*last) >= every,
+            None => {
+                self.full_sync.insert(target.to_path_buf(), now);
+                false
+            }
+        }
+    }
+
+    pub fn mark_full_sync(&mut self, target: &Path, now: Instant) {
+        self.full_sync.insert(target.to_path_buf(), now);
+    }
+}
+
+/// A passbolt `modified` stamp (RFC 3339, e.g. `2026-12-01T13:22:24+00:00`)
+/// as Unix seconds.
+pub fn modified_epoch(modified: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(modified)
+        .ok()
+        .map(|t| t.timestamp())
+}
