@@ -10,6 +10,7 @@ mod daemon;
 mod devserver_fidelity;
 mod dotenv_consumers;
 mod hooks;
+mod incremental;
 mod interop;
 mod no_secret_in_errors;
 mod no_secret_in_logs;
