@@ -383,9 +383,10 @@ impl Client {
 
     /// Splits `ids` into batches whose listing URL stays within
     /// `MAX_URL_BYTES`.
-    fn batches<'a>(&self, ids: &'a [String]) -> Vec<&'a [String]> {
+    pub fn batches<'a>(&self, ids: &'a [String]) -> Vec<&'a [String]> {
         let fixed = self.session.options().base_url.len() + api::resources_path(true, &[]).len();
-        let per_id = api::HAS_ID_PARAM.len() + 2 + 36;
+        // "&" and the parameter before each 36-character id.
+        let per_id = api::HAS_ID_PARAM.len() + 1 + 36;
         let per_batch = (MAX_URL_BYTES.saturating_sub(fixed) / per_id).max(1);
         ids.chunks(per_batch).collect()
     }

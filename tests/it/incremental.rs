@@ -194,3 +194,43 @@ async fn full_sync_every_zero_disables_it() {
     );
     assert!(err.contains("has no unit"), "{err}");
 }
+
+#[tokio::test]
+async fn downloads_are_batched_so_that_no_url_exceeds_8_kib() {
+    use passbolt_sync::passbolt::{MAX_URL_BYTES, api};
+    let server = devserver(Options::default()).await;
+    let who = fixture("alice");
+    let client = common::client(&server, &who);
+    let mut ids: Vec<String> = (0..1000)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    ids[500] = ids::V5_PIN.to_string();
+    ids[999] = ids::V4_TOTP.to_string();
+    let batches = client.batches(&ids);
+    assert_eq!(batches.concat(), ids, "every id once, in order");
+    let per_id = api::HAS_ID_PARAM.len() + 1 + 36;
+    for b in &batches {
+        let url = format!("{}{}", server.url(), api::resources_path(true, b));
+        assert!(url.len() <= MAX_URL_BYTES, "{} bytes", url.len());
+    }
+    // Full batches are full: no more requests than needed.
+    let first = format!("{}{}", server.url(), api::resources_path(true, batches[0]));
+    assert!(
+        first.len() + per_id > MAX_URL_BYTES,
+        "{} bytes",
+        first.len()
+    );
+
+    // The resource types and metadata keys are fetched once per client.
+    client.list(false).await.unwrap();
+    let before = client.counters();
+    let fetched = client.fetch_secrets(&ids).await.unwrap();
+    let cost = client.counters() - before;
+    assert_eq!(cost.requests as usize, batches.len());
+    assert_eq!(cost.secrets_downloaded, 2);
+    let mut got: Vec<&str> = fetched.keys().map(String::as_str).collect();
+    got.sort();
+    let mut want = vec![ids::V5_PIN, ids::V4_TOTP];
+    want.sort();
+    assert_eq!(got, want, "unknown ids are simply not listed");
+}
