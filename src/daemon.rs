@@ -198,6 +198,7 @@ impl Schedules {
             // being aborted mid-write.
             tokio::spawn(schedule::run_schedule(
                 schedule,
+                Duration::ZERO,
                 stop_rx,
                 run_now_rx,
                 move |_reason| {
