@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod passbolt;
 pub mod pgp;
 pub mod plan;
+pub mod process;
 pub mod render;
 pub mod report;
 pub mod schedule;

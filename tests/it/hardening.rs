@@ -1,0 +1,308 @@
+//! What the process lets out: hooks get none of the daemon's secrets and
+//! none of its inherited descriptors, and a running daemon keeps no
+//! passphrase in its environment. With the real binary against the dev
+//! server.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Daemon, Fixture, devserver, fixture, wait_until};
+use passbolt_sync::devserver::{DevServer, Options, seed::ids};
+
+const BIN: &str = env!("CARGO_BIN_EXE_passbolt-sync");
+/// The variable the configs name in `auth.passphrase_env`.
+const PASS_VAR: &str = "PBS_HARDENING_PASSPHRASE";
+/// Another variable holding the passphrase, named only by a reload.
+const LATE_VAR: &str = "PBS_HARDENING_LATE_PASSPHRASE";
+/// The inherited descriptor the binary is started with.
+const EXTRA_FD: i32 = 7;
+/// Who the daemon runs as when the tests run as root: not root, like a
+/// daemon that reads its config and key as a user.
+const NOBODY: u32 = 65534;
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// A config for `who` whose passphrase comes from `var`.
+fn env_config(
+    dir: &Path,
+    server: &DevServer,
+    who: &Fixture,
+    key: &Path,
+    var: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "server:\n  url: {}\n  fingerprint: {}\n  timeout: 10s\nauth:\n  user_id: {}\n  private_key_file: {}\n  passphrase_env: {var}\n{extra}",
+        server.url(),
+        server.server_fingerprint(),
+        who.id,
+        key.display(),
+    )
+    .replace("{dir}", dir.to_str().unwrap())
+}
+
+/// A pin target whose hook records its environment in `{dir}/hook.env` and
+/// its open descriptors in `{dir}/hook.fds`.
+const RECORDING_TARGET: &str = "schedule: every 1s\ntargets:\n  - path: {dir}/pin\n    format: raw\n    resource: 3c2b5e1a-0000-4000-8000-00000000000b\n    field: pin\n    on_change: \"env > {dir}/hook.env; ls -l /proc/self/fd > {dir}/hook.fds\"\n";
+
+fn set_pin(server: &DevServer, pin: &str) {
+    server
+        .set_secret(
+            ids::V5_PIN,
+            &format!(
+                r#"{{"object_type":"PASSBOLT_SECRET_DATA","pin_code":"{pin}","description":null}}"#
+            ),
+        )
+        .unwrap();
+}
+
+/// Makes `cmd`'s child inherit `file` as descriptor 7, not close-on-exec,
+/// the way a supervisor or a shell can leave descriptors open.
+fn inherit_as_fd7(cmd: &mut tokio::process::Command, file: &std::fs::File) {
+    let raw = file.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, EXTRA_FD) < 0 || libc::fcntl(EXTRA_FD, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `ls -l /proc/self/fd` output as descriptor -> what it points to.
+fn listed_fds(listing: &str) -> BTreeMap<i32, String> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (left, target) = line.split_once(" -> ")?;
+            let fd = left.split_whitespace().last()?.parse().ok()?;
+            Some((fd, target.to_owned()))
+        })
+        .collect()
+}
+
+fn env_var_names(env: &str) -> Vec<&str> {
+    env.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_gets_no_passphrase_variable_and_no_inherited_descriptor() {
+    let server = devserver(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let who = fixture("alice");
+    let config = dir.path().join("sync.yaml");
+    std::fs::write(
+        &config,
+        env_config(
+            dir.path(),
+            &server,
+            &who,
+            &who.private_path,
+            PASS_VAR,
+            RECORDING_TARGET,
+        ),
+    )
+    .unwrap();
+    let extra = std::fs::File::open(&config).unwrap();
+
+    // The set-up does hand descriptor 7 to what it starts.
+    let mut control = tokio::process::Command::new("sh");
+    control.args(["-c", "ls -l /proc/self/fd"]);
+    inherit_as_fd7(&mut control, &extra);
+    let out = control.output().await.unwrap();
+    assert!(
+        listed_fds(&String::from_utf8_lossy(&out.stdout)).contains_key(&EXTRA_FD),
+        "{out:?}"
+    );
+
+    let mut once = tokio::process::Command::new(BIN);
+    once.args(["once", "-c", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .env(PASS_VAR, &who.passphrase);
+    inherit_as_fd7(&mut once, &extra);
+    let out = once.output().await.unwrap();
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(read(&dir.path().join("pin")), "73019468");
+
+    let env = read(&dir.path().join("hook.env"));
+    let names = env_var_names(&env);
+    assert!(!names.contains(&PASS_VAR), "{env}");
+    assert!(
+        !env.contains(&who.passphrase),
+        "the passphrase reached the hook"
+    );
+    let target = dir.path().join("pin");
+    assert!(
+        env.lines()
+            .any(|l| l == format!("PASSBOLT_SYNC_TARGET={}", target.display())),
+        "{env}"
+    );
+    assert!(names.contains(&"PATH"), "the rest of the environment stays");
+
+    let listing = read(&dir.path().join("hook.fds"));
+    let fds = listed_fds(&listing);
+    assert_eq!(
+        fds.keys().filter(|fd| **fd <= 2).count(),
+        3,
+        "stdin, stdout and stderr:\n{listing}"
+    );
+    assert_eq!(fds[&0], "/dev/null", "{listing}");
+    // Beyond 0-2 only the directory `ls` opened to list itself.
+    let beyond: Vec<_> = fds.iter().filter(|(fd, _)| **fd > 2).collect();
+    assert!(beyond.len() <= 1, "{listing}");
+    for (_, target) in beyond {
+        let pid = target
+            .strip_prefix("/proc/")
+            .and_then(|t| t.strip_suffix("/fd"));
+        assert!(
+            pid.is_some_and(|p| p.chars().all(|c| c.is_ascii_digit())),
+            "{listing}"
+        );
+    }
+}
+
+fn proc_uid(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), uid);
+        }
+    }
+}
+
+/// Replaces the config the way editors do: a new file renamed over it.
+fn replace(path: &Path, content: &str) {
+    let tmp = path.with_extension("yaml.new");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_daemon_has_no_passphrase_in_its_environment_no_core_dumps_and_is_not_dumpable() {
+    let server = devserver(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let who = fixture("alice");
+    let root = nix::unistd::geteuid().is_root();
+    let uid = if root {
+        NOBODY
+    } else {
+        nix::unistd::geteuid().as_raw()
+    };
+    let key = dir.path().join("key.asc");
+    std::fs::copy(&who.private_path, &key).unwrap();
+    let config = dir.path().join("sync.yaml");
+    let text = env_config(dir.path(), &server, &who, &key, PASS_VAR, RECORDING_TARGET);
+    std::fs::write(&config, &text).unwrap();
+    if root {
+        chown_tree(dir.path(), uid);
+    }
+
+    let mut cmd = Daemon::command(&config);
+    cmd.env(PASS_VAR, &who.passphrase)
+        .env(LATE_VAR, &who.passphrase)
+        .env("RUNTIME_DIRECTORY", dir.path().join("run"));
+    if root {
+        cmd.uid(uid).gid(uid);
+    }
+    let d = Daemon::spawn(cmd);
+    assert!(
+        d.wait_log("ready", 1, Duration::from_secs(20)).await,
+        "{}",
+        d.log()
+    );
+    let pid = d.child.id().unwrap();
+    assert_eq!(proc_uid(pid), uid);
+
+    // The passphrase variable is gone from what /proc shows; the variable
+    // that was never named by the config at start-up is still there.
+    match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(environ) => {
+            let environ = String::from_utf8_lossy(&environ);
+            assert!(!environ.contains(PASS_VAR), "{environ:?}");
+            assert!(
+                environ.contains(&format!("{LATE_VAR}={}", who.passphrase)),
+                "{environ:?}"
+            );
+            assert_eq!(
+                environ.matches(who.passphrase.as_str()).count(),
+                1,
+                "only {LATE_VAR} holds it"
+            );
+        }
+        Err(e) => panic!("{e}"),
+    }
+
+    let hook_env = dir.path().join("hook.env");
+    let pin = dir.path().join("pin");
+    assert!(wait_until(Duration::from_secs(5), || hook_env.exists()).await);
+    assert!(!env_var_names(&read(&hook_env)).contains(&PASS_VAR));
+
+    // A reload that logs in again with the same variable uses the captured
+    // value.
+    replace(&config, &text.replace("timeout: 10s", "timeout: 11s"));
+    assert!(
+        d.wait_log("config reloaded", 1, Duration::from_secs(10))
+            .await,
+        "{}",
+        d.log()
+    );
+    set_pin(&server, "1111");
+    assert!(
+        wait_until(Duration::from_secs(10), || read(&pin) == "1111").await,
+        "{}",
+        d.log()
+    );
+
+    // A reload naming a variable that was never captured reads it from the
+    // environment; hooks do not get that one either.
+    std::fs::remove_file(&hook_env).unwrap();
+    replace(
+        &config,
+        &text
+            .replace("timeout: 10s", "timeout: 11s")
+            .replace(PASS_VAR, LATE_VAR),
+    );
+    assert!(
+        d.wait_log("config reloaded", 2, Duration::from_secs(10))
+            .await,
+        "{}",
+        d.log()
+    );
+    set_pin(&server, "2222");
+    assert!(
+        wait_until(Duration::from_secs(10), || read(&pin) == "2222").await,
+        "{}",
+        d.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || hook_env.exists()).await);
+    let env = read(&hook_env);
+    let names = env_var_names(&env);
+    assert!(
+        !names.contains(&PASS_VAR) && !names.contains(&LATE_VAR),
+        "{env}"
+    );
+    assert!(!env.contains(&who.passphrase));
+
+    let (code, log) = d.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("config reload failed"), "{log}");
+    assert_eq!(log.matches("relogin=true").count(), 2, "{log}");
+}
