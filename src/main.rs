@@ -169,6 +169,11 @@ fn capture_passphrase(command: &Command) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every command may hold the key, the passphrase or secrets in memory.
+    if let Err(e) = passbolt_sync::process::harden() {
+        eprintln!("passbolt-sync: {e}");
+        return ExitCode::from(1);
+    }
     // Only while this process has one thread can its environment change.
     capture_passphrase(&cli.command);
     init_logging(&cli);

@@ -1,5 +1,5 @@
-//! What this process lets out of itself: children that inherit none of
-//! its secrets.
+//! What this process lets out of itself: no core dump and no ptrace of it,
+//! and children that inherit none of its secrets.
 //!
 //! Every child (the `on_change` hooks, and any future mode that starts
 //! programs) is made by [`command`] and run as a [`Child`]: it gets this
@@ -14,7 +14,7 @@ use std::io;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::resource::{Resource, getrlimit};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{ChildStderr, ChildStdout, Command};
@@ -23,6 +23,25 @@ use tokio::process::{ChildStderr, ChildStdout, Command};
 /// (before Linux 5.11, or filtered by seccomp as systemd 252's
 /// `@system-service` does): up to the soft `RLIMIT_NOFILE`, at most this.
 const FALLBACK_FD_LIMIT: u64 = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HardenError {
+    #[error("cannot make the process non-dumpable (PR_SET_DUMPABLE): {0}")]
+    Dumpable(#[source] nix::Error),
+    #[error("cannot disable core dumps (RLIMIT_CORE): {0}")]
+    CoreLimit(#[source] nix::Error),
+}
+
+/// Keeps the unlocked key, the passphrase and decrypted secrets in this
+/// process's memory: no core dump is written (`RLIMIT_CORE` 0, soft and
+/// hard, inherited by children too), and the process is not dumpable, so
+/// processes of the same user cannot ptrace it or read its memory, and its
+/// `/proc/<pid>` entries belong to root. Applies also outside systemd,
+/// whose unit sets `LimitCORE=0` as well.
+pub fn harden() -> Result<(), HardenError> {
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(HardenError::CoreLimit)?;
+    nix::sys::prctl::set_dumpable(false).map_err(HardenError::Dumpable)
+}
 
 /// A command for `program` with the child set-up described in the module
 /// documentation. Callers add arguments, environment and stdout/stderr,

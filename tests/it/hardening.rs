@@ -1,12 +1,13 @@
 //! What the process lets out: hooks get none of the daemon's secrets and
-//! none of its inherited descriptors, and a running daemon keeps no
-//! passphrase in its environment. With the real binary against the dev
-//! server.
+//! none of its inherited descriptors, a running daemon keeps no passphrase
+//! in its environment and cannot dump core or be read by its own user.
+//! With the real binary against the dev server.
 
 use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ const PASS_VAR: &str = "PBS_HARDENING_PASSPHRASE";
 const LATE_VAR: &str = "PBS_HARDENING_LATE_PASSPHRASE";
 /// The inherited descriptor the binary is started with.
 const EXTRA_FD: i32 = 7;
-/// Who the daemon runs as when the tests run as root: not root, like a
-/// daemon that reads its config and key as a user.
+/// Who the daemon runs as when the tests run as root: a non-root user, for
+/// whom a non-dumpable process is visible from outside.
 const NOBODY: u32 = 65534;
 
 fn read(p: &Path) -> String {
@@ -173,6 +174,14 @@ async fn a_hook_gets_no_passphrase_variable_and_no_inherited_descriptor() {
     }
 }
 
+/// The owner of `/proc/<pid>/status`: the process's user while it is
+/// dumpable, root once it is not.
+fn proc_owner(pid: u32) -> u32 {
+    std::fs::metadata(format!("/proc/{pid}/status"))
+        .unwrap()
+        .uid()
+}
+
 fn proc_uid(pid: u32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -247,8 +256,36 @@ async fn a_running_daemon_has_no_passphrase_in_its_environment_no_core_dumps_and
                 "only {LATE_VAR} holds it"
             );
         }
-        Err(e) => panic!("{e}"),
+        // Without root, a non-dumpable process's environ is closed to its
+        // own user.
+        Err(e) => assert!(
+            !root && e.kind() == std::io::ErrorKind::PermissionDenied,
+            "{e}"
+        ),
     }
+
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        ["0", "0"],
+        "{core}"
+    );
+
+    // Not dumpable: its /proc entries belong to root, while those of a
+    // dumpable process of the same user belong to that user.
+    let mut sleeper = tokio::process::Command::new("sleep");
+    sleeper.arg("30").kill_on_drop(true);
+    if root {
+        sleeper.uid(uid).gid(uid);
+    }
+    let sleeper = sleeper.spawn().unwrap();
+    assert_eq!(proc_owner(sleeper.id().unwrap()), uid, "the control");
+    assert_eq!(proc_owner(pid), 0, "the daemon is dumpable");
+    drop(sleeper);
 
     let hook_env = dir.path().join("hook.env");
     let pin = dir.path().join("pin");
