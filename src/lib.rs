@@ -11,6 +11,7 @@ pub mod demo;
 pub mod devserver;
 pub mod held;
 pub mod hooks;
+pub mod lock;
 pub mod passbolt;
 pub mod pgp;
 pub mod plan;

@@ -114,6 +114,7 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
     match cli.command {
         Command::Run { config } => passbolt_sync::daemon::run(config).await,
         Command::Once { config, dry_run } => {
+            // No instance lock, so that it can run beside the daemon: see `lock`.
             let cfg = commands::load_config(&config)?;
             commands::once(&cfg, dry_run, &mut stdout).await
         }

@@ -1,18 +1,19 @@
 //! What the process lets out: hooks get none of the daemon's secrets and
 //! none of its inherited descriptors, a running daemon keeps no passphrase
-//! in its environment and cannot dump core or be read by its own user.
-//! With the real binary against the dev server.
+//! in its environment and cannot dump core or be read by its own user, and
+//! one config has one daemon. With the real binary against the dev server.
 
 use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, Fixture, devserver, fixture, wait_until};
+use common::{Daemon, Fixture, devserver, fixture, wait_until, write_config};
 use passbolt_sync::devserver::{DevServer, Options, seed::ids};
+use passbolt_sync::lock::{InstanceLock, LockError, choose_lock_dir, lock_file_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_passbolt-sync");
 /// The variable the configs name in `auth.passphrase_env`.
@@ -342,4 +343,187 @@ async fn a_running_daemon_has_no_passphrase_in_its_environment_no_core_dumps_and
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("config reload failed"), "{log}");
     assert_eq!(log.matches("relogin=true").count(), 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_on_the_same_config_is_refused_with_the_first_ones_pid() {
+    let server = devserver(Options::default()).await;
+    let who = fixture("alice");
+    let runtime = tempfile::tempdir().unwrap();
+    let run_dir = runtime.path().join("passbolt-sync");
+    let run_env = [("RUNTIME_DIRECTORY", run_dir.to_str().unwrap())];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let target = |d: &Path| {
+        format!(
+            "targets:\n  - {{ path: {}/pin, format: raw, resource: {}, field: pin }}\n",
+            d.display(),
+            ids::V5_PIN
+        )
+    };
+    let config_a = write_config(dir_a.path(), &server, &who, &target(dir_a.path()));
+    let config_b = write_config(dir_b.path(), &server, &who, &target(dir_b.path()));
+
+    let first = Daemon::start(&config_a, &run_env).await;
+    assert!(
+        first.wait_log("ready", 1, Duration::from_secs(20)).await,
+        "{}",
+        first.log()
+    );
+    let first_pid = first.child.id().unwrap();
+    let logins = server.count_logins();
+
+    // Named directly, and through a symlink: the same file either way.
+    let link = dir_b.path().join("link.yaml");
+    std::os::unix::fs::symlink(&config_a, &link).unwrap();
+    for path in [&config_a, &link] {
+        let mut second = tokio::process::Command::new(BIN);
+        second
+            .args(["run", "-c", path.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(run_env)
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(20), second.output())
+            .await
+            .expect("a second daemon does not start")
+            .unwrap();
+        let (_, stderr) = common::text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&format!("PID {first_pid}")), "{stderr}");
+        assert!(stderr.contains("already running"), "{stderr}");
+    }
+    assert_eq!(
+        server.count_logins(),
+        logins,
+        "the refused ones never log in"
+    );
+
+    // Another config is another lock.
+    let other = Daemon::start(&config_b, &run_env).await;
+    assert!(
+        other.wait_log("ready", 1, Duration::from_secs(20)).await,
+        "{}",
+        other.log()
+    );
+    let (code, log) = other.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+
+    // The lock goes with its holder.
+    let (code, log) = first.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    let again = Daemon::start(&config_a, &run_env).await;
+    assert!(
+        again.wait_log("ready", 1, Duration::from_secs(20)).await,
+        "{}",
+        again.log()
+    );
+    let (code, log) = again.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn the_lock_file_holds_the_pid_and_refuses_a_second_holder_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let config = dir.path().join("sync.yaml");
+    let other = dir.path().join("other.yaml");
+    std::fs::write(&config, "").unwrap();
+    std::fs::write(&other, "").unwrap();
+
+    let held = InstanceLock::acquire_in(&run, &config).unwrap();
+    assert_eq!(
+        std::fs::metadata(&run).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let meta = std::fs::metadata(held.path()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(held.path()).unwrap(),
+        format!("{}\n", std::process::id())
+    );
+
+    // flock conflicts between two opens, in one process too.
+    let err = InstanceLock::acquire_in(&run, &config).unwrap_err();
+    assert!(
+        matches!(&err, LockError::Held { pid: Some(p), .. } if *p == std::process::id()),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("PID {}", std::process::id())),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(held.path()).unwrap(),
+        format!("{}\n", std::process::id()),
+        "the refused one left the PID alone"
+    );
+    let second = InstanceLock::acquire_in(&run, &other).unwrap();
+    assert_ne!(second.path(), held.path());
+
+    drop(held);
+    InstanceLock::acquire_in(&run, &config).unwrap();
+}
+
+#[test]
+fn lock_file_names_follow_the_canonical_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sync.yaml");
+    std::fs::write(&config, "").unwrap();
+    let link = dir.path().join("link.yaml");
+    std::os::unix::fs::symlink(&config, &link).unwrap();
+    let name = lock_file_name(&config);
+    assert!(
+        name.starts_with("sync.yaml-") && name.ends_with(".lock"),
+        "{name}"
+    );
+    assert_eq!(lock_file_name(&link), name);
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    assert_eq!(lock_file_name(&dir.path().join("sub/../sync.yaml")), name);
+    assert_ne!(lock_file_name(&dir.path().join("other.yaml")), name);
+}
+
+#[test]
+fn a_lock_directory_others_can_write_to_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = InstanceLock::acquire_in(&shared, &dir.path().join("sync.yaml")).unwrap_err();
+    assert!(matches!(err, LockError::UnsafeDir { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("writable by group or others"),
+        "{err}"
+    );
+
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+    let err = InstanceLock::acquire_in(&link, &dir.path().join("sync.yaml")).unwrap_err();
+    assert!(matches!(err, LockError::UnsafeDir { .. }), "{err:?}");
+}
+
+#[test]
+fn the_lock_directory_comes_from_systemd_then_root_then_the_user_runtime_dir() {
+    use std::ffi::OsStr;
+    let tmp = Path::new("/tmp");
+    let runtime = Some(OsStr::new("/run/passbolt-sync:/run/other"));
+    let xdg = Some(OsStr::new("/run/user/1000"));
+    let pick = |r, x, uid| choose_lock_dir(r, x, uid, tmp);
+    assert_eq!(
+        pick(runtime, xdg, 1000),
+        PathBuf::from("/run/passbolt-sync")
+    );
+    assert_eq!(pick(None, xdg, 0), PathBuf::from("/run/passbolt-sync"));
+    assert_eq!(
+        pick(None, xdg, 1000),
+        PathBuf::from("/run/user/1000/passbolt-sync")
+    );
+    assert_eq!(
+        pick(None, None, 1000),
+        PathBuf::from("/tmp/passbolt-sync-1000")
+    );
+    assert_eq!(
+        pick(Some(OsStr::new("")), Some(OsStr::new("")), 1000),
+        PathBuf::from("/tmp/passbolt-sync-1000")
+    );
 }
