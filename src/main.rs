@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use passbolt_sync::commands::{self, AppError};
+use passbolt_sync::config::{Config, captured};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -113,6 +114,7 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
     match cli.command {
         Command::Run { config } => passbolt_sync::daemon::run(config).await,
         Command::Once { config, dry_run } => {
+            // No instance lock, so that it can run beside the daemon: see `lock`.
             let cfg = commands::load_config(&config)?;
             commands::once(&cfg, dry_run, &mut stdout).await
         }
@@ -144,8 +146,37 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
     }
 }
 
+/// Takes `auth.passphrase_env` out of the environment (see
+/// `config::captured`). A config that cannot be loaded is skipped: the
+/// command reports it.
+fn capture_passphrase(command: &Command) {
+    let (Command::Run { config }
+    | Command::Once { config, .. }
+    | Command::Check { config, .. }
+    | Command::Resources { config, .. }) = command
+    else {
+        return;
+    };
+    let Some(name) = Config::load(config)
+        .ok()
+        .and_then(|c| c.auth.passphrase_env)
+    else {
+        return;
+    };
+    // SAFETY: called from `main` before the runtime (or anything else)
+    // starts a thread.
+    unsafe { captured::capture_passphrase_env(&name) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every command may hold the key, the passphrase or secrets in memory.
+    if let Err(e) = passbolt_sync::process::harden() {
+        eprintln!("passbolt-sync: {e}");
+        return ExitCode::from(1);
+    }
+    // Only while this process has one thread can its environment change.
+    capture_passphrase(&cli.command);
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
