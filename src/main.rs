@@ -72,6 +72,9 @@ enum Command {
         /// Keep the dev server running after the demo
         #[arg(long)]
         serve: bool,
+        /// Also seed N generated resources (500 to a folder Generated/gen-000, ...)
+        #[arg(long, value_name = "N", default_value_t = 0, requires = "serve")]
+        resources: usize,
     },
 }
 
@@ -128,7 +131,11 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
                 .await
                 .map(|()| true)
         }
-        Command::Demo { dir, serve } => {
+        Command::Demo {
+            dir,
+            serve,
+            resources,
+        } => {
             let (dir, _keep) = match dir {
                 Some(d) => (d, None),
                 None => {
@@ -141,7 +148,7 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
                     (t.path().to_path_buf(), Some(t))
                 }
             };
-            passbolt_sync::demo::run(&dir, serve, &mut stdout).await
+            passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await
         }
     }
 }
