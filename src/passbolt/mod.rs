@@ -532,21 +532,27 @@ impl Client {
             detail: format!("decoding failed: {e}"),
         })?;
         let mut failures = Vec::new();
-        let mut cache = self.metadata.lock().expect("not poisoned");
         for (i, result) in fresh {
             match result {
-                Ok((resource, custom)) => {
-                    cache.insert(
-                        resource.id.clone(),
-                        DecodedMetadata {
-                            digest: digests[i],
-                            resource: resource.clone(),
-                            custom: custom.clone(),
-                        },
-                    );
-                    reused[i] = Some((resource, custom));
-                }
+                Ok(decoded) => reused[i] = Some(decoded),
                 Err(e) => failures.push(e),
+            }
+        }
+        // Everything decoded goes (back) into the cache: fetching the
+        // keyring above may have emptied it, rows read from it included.
+        let mut cache = self.metadata.lock().expect("not poisoned");
+        for (item, digest) in reused.iter().zip(&digests) {
+            if let Some((resource, custom)) = item
+                && cache.get(&resource.id).is_none_or(|c| c.digest != *digest)
+            {
+                cache.insert(
+                    resource.id.clone(),
+                    DecodedMetadata {
+                        digest: *digest,
+                        resource: resource.clone(),
+                        custom: custom.clone(),
+                    },
+                );
             }
         }
         Ok((reused, failures))

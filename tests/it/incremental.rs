@@ -90,9 +90,20 @@ async fn warm_ticks_download_nothing_and_a_change_downloads_exactly_it() {
             .count()
     };
     assert!(
-        wait_until(Duration::from_secs(30), || warm(&d.log()) >= 10).await,
+        wait_until(Duration::from_secs(30), || warm(&d.log()) >= 1).await,
         "{}",
         d.log()
+    );
+    let reads = server.count_secret_reads();
+    assert!(
+        wait_until(Duration::from_secs(30), || warm(&d.log()) >= 11).await,
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        server.count_secret_reads(),
+        reads,
+        "ten warm ticks: no secret-access row on the server"
     );
     let lines = pass_lines(&d.log());
     assert_eq!(
@@ -233,4 +244,222 @@ async fn downloads_are_batched_so_that_no_url_exceeds_8_kib() {
     let mut want = vec![ids::V5_PIN, ids::V4_TOTP];
     want.sort();
     assert_eq!(got, want, "unknown ids are simply not listed");
+}
+
+/// A client, its plan and an empty `Held` for library-level passes.
+fn pass_setup(
+    server: &passbolt_sync::devserver::DevServer,
+    who: &'static str,
+    dir: &Path,
+    targets: &str,
+) -> (
+    passbolt_sync::passbolt::Client,
+    passbolt_sync::plan::Plan,
+    passbolt_sync::held::Held,
+) {
+    let who = fixture(who);
+    let config = write_config(dir, server, &who, targets);
+    let config = passbolt_sync::config::Config::load(&config).unwrap();
+    (
+        common::client(server, &who),
+        passbolt_sync::plan::Plan::build(&config).unwrap(),
+        passbolt_sync::held::Held::new(),
+    )
+}
+
+async fn pass(
+    client: &passbolt_sync::passbolt::Client,
+    plan: &passbolt_sync::plan::Plan,
+    held: &mut passbolt_sync::held::Held,
+) -> passbolt_sync::sync::PassReport {
+    passbolt_sync::sync::run_pass(client, plan, held, None, Default::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_changes_of_one_secret_within_one_second_both_reach_the_file() {
+    let server = devserver(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let (client, plan, mut held) = pass_setup(
+        &server,
+        "alice",
+        out,
+        &format!(
+            "targets:\n  - {{ path: {}/pin, format: raw, resource: {}, field: pin }}\n",
+            out.display(),
+            ids::V5_PIN
+        ),
+    );
+    // Every stamp of this test falls in one server second, T.
+    let t = server.now() + 5;
+    server.set_clock(Some(t));
+    set_pin(&server, "11110000");
+    let r = pass(&client, &plan, &mut held).await;
+    assert_eq!(r.cost.secrets_downloaded, 1);
+    assert_eq!(read(&out.join("pin")), "11110000");
+
+    // The second edit keeps the stamp: only the unsettled rule sees it.
+    set_pin(&server, "22220000");
+    let stamp = server.modified(ids::V5_PIN).unwrap();
+    assert_eq!(passbolt_sync::held::modified_epoch(&stamp), Some(t));
+    let r = pass(&client, &plan, &mut held).await;
+    assert_eq!(
+        r.cost.secrets_downloaded, 1,
+        "downloaded again: the stamp was unsettled"
+    );
+    assert_eq!(read(&out.join("pin")), "22220000");
+
+    // Two seconds on, one more download settles it; then nothing.
+    server.set_clock(Some(t + 2));
+    let r = pass(&client, &plan, &mut held).await;
+    assert_eq!(r.cost.secrets_downloaded, 1);
+    let r = pass(&client, &plan, &mut held).await;
+    assert_eq!(r.cost.secrets_downloaded, 0);
+    assert_eq!(r.cost.private_key_operations, 0);
+    server.set_clock(None);
+}
+
+#[tokio::test]
+async fn a_newly_shared_resource_is_new_and_an_unshared_one_follows_on_missing() {
+    let server = devserver(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let alice = fixture("alice").id;
+    let bob = fixture("bob").id;
+    // A resource only bob reads, yet.
+    let mut seed = server
+        .resources()
+        .into_iter()
+        .find(|r| r.id == ids::V4_PASSWORD_DESCRIPTION)
+        .unwrap();
+    seed.id = "3c2b5e1a-0000-4000-8003-000000000001".into();
+    seed.name = "Shared later".into();
+    seed.readers = vec![bob];
+    server.add_resource(seed.clone()).unwrap();
+    let (client, plan, mut held) = pass_setup(
+        &server,
+        "alice",
+        out,
+        &format!(
+            "targets:\n  - {{ path: {}/later, format: raw, resource: {}, on_missing: remove }}\n",
+            out.display(),
+            seed.id
+        ),
+    );
+    let target = out.join("later");
+    let r = pass(&client, &plan, &mut held).await;
+    // Missing, and nothing to remove.
+    assert!(
+        matches!(r.targets[0].status, passbolt_sync::sync::Status::Unchanged),
+        "{:?}",
+        r.targets
+    );
+    assert!(!target.exists());
+
+    // Sharing keeps `modified`: the id appearing is what makes it new.
+    let stamp = server.modified(&seed.id);
+    server.share(&seed.id, &alice).unwrap();
+    assert_eq!(server.modified(&seed.id), stamp);
+    let r = pass(&client, &plan, &mut held).await;
+    assert!(r.all_current(), "{:?}", r.targets);
+    assert_eq!(r.cost.secrets_downloaded, 1);
+    assert_eq!(read(&target), "smtp-pass-v4");
+    assert_eq!(held.len(), 1);
+
+    server.revoke(&seed.id, &alice);
+    let r = pass(&client, &plan, &mut held).await;
+    assert!(
+        matches!(r.targets[0].status, passbolt_sync::sync::Status::Removed),
+        "{:?}",
+        r.targets
+    );
+    assert!(!target.exists());
+    assert_eq!(held.len(), 0, "a secret no longer listed is no longer held");
+}
+
+#[tokio::test]
+async fn a_metadata_key_rotation_drops_everything_held() {
+    for bump_modified in [false, true] {
+        let server = devserver(Options::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (client, plan, mut held) =
+            pass_setup(&server, "bob", dir.path(), &targets(dir.path(), ""));
+        // Settled stamps: the seed is older than the server clock by 2 s.
+        server.set_clock(Some(server.now() + 3));
+        let r = pass(&client, &plan, &mut held).await;
+        assert_eq!(r.cost.secrets_downloaded, 5);
+        let r = pass(&client, &plan, &mut held).await;
+        assert_eq!(r.cost.secrets_downloaded, 0);
+
+        server.rotate_metadata_key(bump_modified).unwrap();
+        let r = pass(&client, &plan, &mut held).await;
+        assert!(r.all_current(), "{:?}", r.targets);
+        assert_eq!(
+            r.cost.secrets_downloaded, 5,
+            "every held secret downloaded again (bump_modified: {bump_modified})"
+        );
+        assert!(
+            r.targets
+                .iter()
+                .all(|t| matches!(t.status, passbolt_sync::sync::Status::Unchanged)),
+            "{:?}",
+            r.targets
+        );
+        // Stamps the rotation moved are unsettled once more; then quiet.
+        server.set_clock(Some(server.now() + 3));
+        let r = pass(&client, &plan, &mut held).await;
+        let moved = if bump_modified { 3 } else { 0 };
+        assert_eq!(r.cost.secrets_downloaded, moved, "the v5 resources");
+        let r = pass(&client, &plan, &mut held).await;
+        assert_eq!(r.cost.secrets_downloaded, 0);
+        assert_eq!(r.cost.private_key_operations, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_and_check_read_no_secret_and_once_reads_only_the_mapped_ones() {
+    let server = devserver(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let who = fixture("alice");
+    let config = write_config(
+        dir.path(),
+        &server,
+        &who,
+        &format!(
+            "targets:\n  - {{ path: {out}/pin, format: raw, resource: {pin}, field: pin }}\n  - path: {out}/db.env\n    format: dotenv\n    folder: Production/myapp\n",
+            out = dir.path().display(),
+            pin = ids::V5_PIN
+        ),
+    );
+    let c = config.to_str().unwrap();
+    let out = common::cli(&["resources", "-c", c], &[]).await;
+    assert!(out.status.success(), "{:?}", common::text(&out));
+    let out = common::cli(&["check", "--online", "-c", c], &[]).await;
+    assert!(out.status.success(), "{:?}", common::text(&out));
+    assert_eq!(
+        server.count_secret_reads(),
+        0,
+        "resources and check --online read no secret"
+    );
+
+    let out = common::cli(&["once", "-c", c], &[]).await;
+    assert!(out.status.success(), "{:?}", common::text(&out));
+    let mut read: Vec<String> = server
+        .secret_reads()
+        .into_iter()
+        .map(|(u, r)| {
+            assert_eq!(u, who.id);
+            r
+        })
+        .collect();
+    read.sort();
+    let mut want = vec![
+        ids::V5_PIN.to_string(),
+        ids::MYAPP_DB.to_string(),
+        ids::MYAPP_API.to_string(),
+    ];
+    want.sort();
+    assert_eq!(read, want, "once reads the mapped secrets, each once");
 }
