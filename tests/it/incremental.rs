@@ -463,3 +463,48 @@ async fn resources_and_check_read_no_secret_and_once_reads_only_the_mapped_ones(
     want.sort();
     assert_eq!(read, want, "once reads the mapped secrets, each once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_auth_in_the_config_drops_everything_held() {
+    let server = devserver(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let who = fixture("alice");
+    let config = write_config(dir.path(), &server, &who, &targets(dir.path(), ""));
+    let d = Daemon::start(&config, &[("RUST_LOG", "passbolt_sync=debug")]).await;
+    let last_downloaded = |log: &str| pass_lines(log).last().map(|(_, c)| c.secrets_downloaded);
+    assert!(
+        wait_until(Duration::from_secs(30), || last_downloaded(&d.log())
+            == Some(0))
+        .await,
+        "{}",
+        d.log()
+    );
+    // The same account, its passphrase read from another file: `auth`
+    // changed, so the daemon logs in again and trusts nothing it held.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let pass = dir.path().join(format!("{}.pass", who.name));
+    let moved = dir.path().join("passphrase-2");
+    std::fs::copy(&pass, &moved).unwrap();
+    let text = text.replace(pass.to_str().unwrap(), moved.to_str().unwrap());
+    let tmp = dir.path().join("sync.yaml.new");
+    std::fs::write(&tmp, text).unwrap();
+    let before = pass_lines(&d.log()).len();
+    std::fs::rename(&tmp, &config).unwrap();
+    assert!(
+        d.wait_log("relogin=true", 1, Duration::from_secs(10)).await,
+        "{}",
+        d.log()
+    );
+    let full = |log: &str| {
+        pass_lines(log)[before..]
+            .iter()
+            .any(|(_, c)| c.secrets_downloaded == 5)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || full(&d.log())).await,
+        "{}",
+        d.log()
+    );
+    let (code, log) = d.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+}
