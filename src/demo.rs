@@ -20,12 +20,13 @@ pub struct DemoAccount {
 
 /// Generates the demo accounts (RSA-3072 and Curve25519) and starts the
 /// dev server for them, with the sample set and `generated` more resources
-/// (`devserver::seed::generated`).
+/// (`devserver::seed::generated`). Also returns how long the server took
+/// to start and seed, the accounts' key generation left out.
 pub async fn start(
     dir: &Path,
     opts: devserver::Options,
     generated: usize,
-) -> Result<(DevServer, Vec<DemoAccount>), AppError> {
+) -> Result<(DevServer, Vec<DemoAccount>, std::time::Duration), AppError> {
     let mut accounts = Vec::new();
     let mut demo = Vec::new();
     for (label, suite) in [
@@ -66,10 +67,11 @@ pub async fn start(
     let (more_folders, more_resources) = devserver::seed::generated(generated, &readers);
     folders.extend(more_folders);
     resources.extend(more_resources);
+    let seeding = std::time::Instant::now();
     let server = DevServer::start(opts, accounts, folders, resources)
         .await
         .map_err(|e| AppError::Other(e.to_string()))?;
-    Ok((server, demo))
+    Ok((server, demo, seeding.elapsed()))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), AppError> {
@@ -199,7 +201,7 @@ pub async fn run(
     let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
     std::fs::create_dir_all(dir).map_err(|e| AppError::Other(format!("{}: {e}", dir.display())))?;
     let started = std::time::Instant::now();
-    let (server, accounts) = start(dir, devserver::Options::default(), generated).await?;
+    let (server, accounts, seeding) = start(dir, devserver::Options::default(), generated).await?;
     writeln!(
         out,
         "dev server listening on {} (server key {}), started in {} ms",
@@ -211,7 +213,8 @@ pub async fn run(
     if generated > 0 {
         writeln!(
             out,
-            "seeded {generated} generated resources besides the sample set, {GENERATED_PER_FOLDER} to a folder: Generated/gen-000, ..."
+            "seeded {generated} generated resources besides the sample set, {GENERATED_PER_FOLDER} to a folder (Generated/gen-000, ...), in {} ms",
+            seeding.as_millis()
         )
         .map_err(w)?;
     }

@@ -2,9 +2,10 @@
 //! resources added, edited, renamed, shared and revoked; metadata keys
 //! rotated and shared. `modified` moves to now where the real server moves
 //! it (any edit of a resource, a rotation of its metadata) and nowhere
-//! else (sharing, revoking). Encryption runs on every core and outside the
-//! state's lock, so that seeding thousands of resources stays quick and
-//! requests are not held up meanwhile.
+//! else (sharing, revoking). Bulk encryption (seeding, batch edits,
+//! rotation) runs on every core and outside the state's lock, so that
+//! thousands of resources stay quick and requests are not held up
+//! meanwhile; the few envelopes of a metadata key share are made under it.
 
 use std::collections::HashMap;
 

@@ -8,6 +8,7 @@ mod config;
 mod config_watch;
 mod daemon;
 mod devserver_fidelity;
+mod devserver_incremental;
 mod dotenv_consumers;
 mod hardening;
 mod hooks;
