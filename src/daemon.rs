@@ -78,6 +78,9 @@ impl Daemon {
                     tracing::info!("passbolt server {t}");
                 }
                 log_pass(report, started.elapsed(), held.len());
+                if report.cost.response_bytes > TRIM_AFTER_BYTES {
+                    release_freed_memory();
+                }
                 status(&format!(
                     "last sync {}: {}",
                     chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
@@ -161,6 +164,22 @@ fn log_pass(report: &PassReport, elapsed: Duration, held: usize) {
         line!(info);
     } else {
         line!(debug);
+    }
+}
+
+/// A pass that read more than this is followed by `release_freed_memory`.
+const TRIM_AFTER_BYTES: u64 = 256 * 1024;
+
+/// Hands memory freed by a pass back to the system. glibc keeps freed
+/// blocks in its per-thread arenas, so the buffers of one large listing or
+/// download (decrypted on several threads) would otherwise stay resident
+/// for the life of an idle daemon.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own free lists; it takes the
+    // arena locks itself and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
