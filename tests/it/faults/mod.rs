@@ -1036,6 +1036,8 @@ async fn a_paused_daemon_logs_in_instead_of_sending_an_expired_refresh_token() {
     let recovery = resumed.elapsed();
     let (code, log) = d.stop().await;
     assert_eq!(code, Some(0), "{log}");
+    // First: sending the expired token is what the server calls an attack.
+    rig.assert_no_attack();
     assert_eq!(
         rig.server.count_logins(),
         logins + 1,
