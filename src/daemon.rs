@@ -108,16 +108,20 @@ impl Daemon {
     /// Runs a pass and, while it fails, retries with exponential backoff
     /// and jitter until it succeeds or the daemon stops.
     async fn pass_with_retry(&self, paths: Option<&[PathBuf]>) -> bool {
-        let mut backoff = Backoff::new(DEFAULT_INITIAL, DEFAULT_MAX);
+        let (initial, max) = backoff_bounds();
+        let mut backoff = Backoff::new(initial, max);
         let mut stop = self.shutdown.subscribe();
         loop {
             if *stop.borrow() {
                 return false;
             }
-            if self.pass(paths).await.is_ok() {
-                return true;
-            }
-            let delay = backoff.next_delay();
+            let asked = match self.pass(paths).await {
+                Ok(_) => return true,
+                Err(e) => e.retry_after(),
+            };
+            // A server that says when to come back is not asked sooner,
+            // but never made to wait past the backoff's own maximum.
+            let delay = backoff.next_delay().max(asked.unwrap_or_default().min(max));
             tracing::debug!(?delay, "next attempt");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -134,6 +138,22 @@ impl Daemon {
             .map(|t| t.elapsed())
             .filter(|d| *d > STUCK_AFTER)
     }
+}
+
+/// Hidden, for tests only: `PASSBOLT_SYNC_TEST_BACKOFF="<initial> <max>"`
+/// (humantime durations) replaces the retry backoff's bounds, so fault
+/// tests recover in well under a second instead of up to five minutes.
+const TEST_BACKOFF_ENV: &str = "PASSBOLT_SYNC_TEST_BACKOFF";
+
+fn backoff_bounds() -> (Duration, Duration) {
+    let parsed = std::env::var(TEST_BACKOFF_ENV).ok().and_then(|v| {
+        let (a, b) = v.split_once(' ')?;
+        Some((
+            humantime::parse_duration(a.trim()).ok()?,
+            humantime::parse_duration(b.trim()).ok()?,
+        ))
+    });
+    parsed.unwrap_or((DEFAULT_INITIAL, DEFAULT_MAX))
 }
 
 /// The pass log line: what happened and what it cost. An idle daemon stays

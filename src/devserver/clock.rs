@@ -10,11 +10,14 @@
 //! released.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Default)]
 pub(crate) struct Clock {
     frozen: Mutex<Option<i64>>,
+    /// Added to the time, frozen or not: a server whose clock is off.
+    offset: AtomicI64,
 }
 
 impl Clock {
@@ -23,12 +26,17 @@ impl Clock {
         *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) = at;
     }
 
+    pub fn set_offset(&self, seconds: i64) {
+        self.offset.store(seconds, Ordering::Relaxed);
+    }
+
     /// Unix seconds.
     pub fn now(&self) -> i64 {
         self.frozen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .unwrap_or_else(|| chrono::Utc::now().timestamp())
+            + self.offset.load(Ordering::Relaxed)
     }
 
     /// Now as passbolt writes datetimes: RFC 3339 to the second, `+00:00`.

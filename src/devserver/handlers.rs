@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::query::{Query, is_uuid};
-use super::{Event, RefreshRow, State, StoredResource};
+use super::{AttackKind, Event, RefreshRow, State, StoredResource};
 use crate::passbolt::model::{ChallengeRequest, Claims};
 
 pub(super) fn router(state: Arc<State>) -> Router {
@@ -83,7 +83,12 @@ async fn dispatch(
         .malformed_path
         .as_deref()
         .is_some_and(|p| path.starts_with(p));
+    let canned = faults
+        .respond
+        .as_ref()
+        .filter(|c| path.starts_with(&c.path_prefix));
     let resp = match faults.status_for_all {
+        _ if canned.is_some() => canned_response(canned.expect("checked")),
         _ if malformed => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/html")],
@@ -103,6 +108,23 @@ async fn dispatch(
         path,
         status: resp.status().as_u16(),
     });
+    resp
+}
+
+fn canned_response(c: &super::Canned) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(c.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        c.body.clone(),
+    )
+        .into_response();
+    for (k, v) in &c.headers {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
     resp
 }
 
@@ -300,7 +322,9 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
         Ok(c) => c,
         Err(_) => return reject("The challenge is invalid. Validation Failed."),
     };
+    let attack = |kind| state.data().events.push(Event::Attack { kind });
     if challenge.domain.trim_end_matches('/') != state.base_url.trim_end_matches('/') {
+        attack(AttackKind::WrongDomain);
         return reject(&format!(
             "The domain is invalid. Expected: {}/ and got {}",
             state.base_url, challenge.domain
@@ -321,6 +345,7 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
         return reject("Invalid verify token expiry.");
     }
     if expiry < state.clock.now() {
+        attack(AttackKind::ExpiredVerifyToken);
         return reject("Attempt to access an expired verify token.");
     }
     if !is_uuid(&challenge.verify_token) {
@@ -331,6 +356,7 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
         .verify_tokens
         .insert((challenge.verify_token.clone(), user_id.clone()))
     {
+        attack(AttackKind::ReusedVerifyToken);
         return reject("Verify token has been already used in the past.");
     }
 
@@ -399,6 +425,9 @@ fn consume_refresh_token(
                 token: token.to_string(),
                 reason: "not found".into(),
             });
+            data.events.push(Event::Attack {
+                kind: AttackKind::UnknownRefreshToken,
+            });
             Err(bad(
                 "No active refresh token matching the request could be found.",
             ))
@@ -407,12 +436,18 @@ fn consume_refresh_token(
             data.events.push(Event::RefreshReuse {
                 token: token.to_string(),
             });
+            data.events.push(Event::Attack {
+                kind: AttackKind::SpentRefreshToken,
+            });
             Err(bad("The refresh token provided was already used."))
         }
         Some(row)
             if row.created + state.opts.refresh_token_ttl.as_secs() as i64 <= state.clock.now() =>
         {
             row.active = false;
+            data.events.push(Event::Attack {
+                kind: AttackKind::ExpiredRefreshToken,
+            });
             Err(bad("Expired refresh token provided."))
         }
         Some(row) => {
@@ -646,9 +681,23 @@ fn resources_index(state: &State, path: &str, query: &Query, user_id: &str) -> R
     .filter(|r| r.seed.readers.iter().any(|u| u == user_id))
     .map(|r| resource_json(r, user_id, with_secret, &mut read))
     .collect();
+    let items = listing_faults(items, &data.faults);
     log_secret_reads(&mut data, user_id, read);
     drop(data);
     success(state, path, Value::Array(items))
+}
+
+/// `Faults::duplicate_ids` and `Faults::unknown_type_for` on a listing.
+fn listing_faults(mut items: Vec<Value>, faults: &super::Faults) -> Vec<Value> {
+    if let Some(id) = &faults.unknown_type_for {
+        for item in items.iter_mut().filter(|i| i["id"] == json!(id)) {
+            item["resource_type_id"] = json!("0badc0de-0000-4000-8000-000000000000");
+        }
+    }
+    if faults.duplicate_ids {
+        items = items.into_iter().flat_map(|i| [i.clone(), i]).collect();
+    }
+    items
 }
 
 fn resource_view(state: &State, path: &str, query: &Query, id: &str, user_id: &str) -> Response {

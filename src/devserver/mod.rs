@@ -109,6 +109,39 @@ pub enum Event {
         user_id: String,
         resource_id: String,
     },
+    /// What the real server raises as an "attack" exception (error-logged,
+    /// and e-mailed to the user and every admin before v5.4). A client must
+    /// never cause one.
+    Attack {
+        kind: AttackKind,
+    },
+}
+
+/// The real server's `AbstractJwtAttackException` subclasses a client can
+/// trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttackKind {
+    /// A refresh token already used or logged out.
+    SpentRefreshToken,
+    /// A refresh token older than its lifetime.
+    ExpiredRefreshToken,
+    /// A refresh token the server never issued to this user.
+    UnknownRefreshToken,
+    /// A login verify token presented twice.
+    ReusedVerifyToken,
+    /// A login verify token past its expiry.
+    ExpiredVerifyToken,
+    /// A login challenge for another domain.
+    WrongDomain,
+}
+
+/// A fixed answer for every request whose path starts with `path_prefix`.
+#[derive(Debug, Clone, Default)]
+pub struct Canned {
+    pub path_prefix: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 /// Ways to make the server misbehave, for tests.
@@ -133,6 +166,14 @@ pub struct Faults {
     /// Answer requests whose path starts with this with a 200 HTML page,
     /// as a misconfigured proxy would.
     pub malformed_path: Option<String>,
+    /// Answer matching requests with a fixed status, headers and body:
+    /// invalid JSON, a wrong shape, chosen statuses, `Retry-After`, a
+    /// redirect, a garbage `Content-Encoding`.
+    pub respond: Option<Canned>,
+    /// List every resource twice.
+    pub duplicate_ids: bool,
+    /// List this resource with a resource type the server does not have.
+    pub unknown_type_for: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -140,6 +181,9 @@ pub struct Options {
     pub bind: SocketAddr,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// The base URL clients reach the server at, when not its own address
+    /// (behind a proxy): what logins, tokens and envelopes name.
+    pub public_url: Option<String>,
 }
 
 impl Default for Options {
@@ -149,6 +193,7 @@ impl Default for Options {
             // The real server's default.
             access_token_ttl: Duration::from_secs(300),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            public_url: None,
         }
     }
 }
@@ -262,7 +307,10 @@ impl DevServer {
                 addr: opts.bind,
                 source,
             })?;
-        let base_url = format!("http://{addr}");
+        let base_url = opts
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
         let state = tokio::task::spawn_blocking(move || {
             let state = build_state(base_url, opts, accounts)?;
             state.add_folders(folders)?;
@@ -363,6 +411,38 @@ impl DevServer {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Every attack event so far: must stay empty for any client.
+    pub fn attacks(&self) -> Vec<AttackKind> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Attack { kind } => Some(kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Requests served so far.
+    pub fn count_requests(&self) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| matches!(e, Event::Request { .. }))
+            .count()
+    }
+
+    /// Shifts the server's clock by `seconds` from the real one (or from
+    /// the frozen time), as a server with a wrong clock would have.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.state.clock.set_offset(seconds);
+    }
+
+    /// Replaces `user_id`'s copy of a resource's secret with one encrypted
+    /// to a key nobody has, as a broken client sharing it would; the
+    /// resource's `modified` moves to now. `set_secret` repairs it.
+    pub fn seal_secret_to_other_key(&self, id: &str, user_id: &str) -> Result<(), DevServerError> {
+        self.state.seal_secret_to_other_key(id, user_id)
     }
 
     pub fn count_logins(&self) -> usize {

@@ -108,6 +108,33 @@ impl State {
         Ok(())
     }
 
+    pub fn seal_secret_to_other_key(&self, id: &str, user_id: &str) -> Result<(), DevServerError> {
+        let plaintext = self
+            .data()
+            .resources
+            .get(id)
+            .map(|r| r.seed.secret.clone())
+            .ok_or_else(|| DevServerError::NoResource(id.to_string()))?;
+        let armored = self
+            .other_key
+            .encrypt_and_sign(&self.other_key.public(), plaintext.as_bytes())
+            .map_err(DevServerError::crypto)?;
+        let now = self.clock.stamp();
+        let mut data = self.data();
+        let r = data
+            .resources
+            .get_mut(id)
+            .ok_or_else(|| DevServerError::NoResource(id.to_string()))?;
+        let row = r
+            .secrets
+            .get_mut(user_id)
+            .ok_or_else(|| DevServerError::NoAccount(user_id.to_string()))?;
+        row.data = armored;
+        row.modified = now.clone();
+        r.modified = now;
+        Ok(())
+    }
+
     pub fn set_secrets<I: AsRef<str> + Sync, S: AsRef<str> + Sync>(
         &self,
         changes: &[(I, S)],

@@ -39,6 +39,13 @@ pub enum ClientError {
         status: u16,
         message: String,
     },
+    #[error("the passbolt server is busy on {path}: HTTP {status}{}", retry_after.map(|s| format!(", retry after {s} s")).unwrap_or_default())]
+    Busy {
+        path: String,
+        status: u16,
+        /// The server's `Retry-After`, in seconds.
+        retry_after: Option<u64>,
+    },
     #[error("{path}: HTTP {status} {message:?}")]
     Http {
         path: String,
@@ -91,8 +98,21 @@ impl ClientError {
     pub fn is_outage(&self) -> bool {
         matches!(
             self,
-            ClientError::Unreachable { .. } | ClientError::ServerError { .. }
+            ClientError::Unreachable { .. }
+                | ClientError::ServerError { .. }
+                | ClientError::Busy { .. }
         )
+    }
+
+    /// How long the server asked us to wait before trying again.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::Busy {
+                retry_after: Some(s),
+                ..
+            } => Some(std::time::Duration::from_secs(*s)),
+            _ => None,
+        }
     }
 }
 

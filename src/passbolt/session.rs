@@ -76,7 +76,13 @@ impl AccessToken {
     }
 }
 
-struct RefreshToken(Zeroizing<String>);
+/// A refresh token and when the server will call it expired (server
+/// clock), when known. Presenting an expired token is logged by the server
+/// as an attack, so one this close to its expiry is never sent.
+struct RefreshToken {
+    value: Zeroizing<String>,
+    expires: Option<i64>,
+}
 
 #[derive(Default)]
 struct Tokens {
@@ -104,6 +110,10 @@ pub struct Session {
     tokens: Mutex<Tokens>,
     /// Server clock minus local clock, in seconds, from `header.servertime`.
     skew: AtomicI64,
+    /// Refresh token lifetime in seconds as the last refresh cookie gave it
+    /// (0 until one did): the login payload carries no expiry, so a token
+    /// from a login is given the lifetime the server last announced.
+    refresh_lifetime: AtomicI64,
     logins: AtomicU64,
     refreshes: AtomicU64,
     refresh_failures: AtomicU64,
@@ -124,6 +134,8 @@ impl std::fmt::Debug for Session {
 pub(crate) struct Reply {
     pub status: StatusCode,
     pub location: Option<String>,
+    /// `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
     pub set_cookies: Vec<String>,
     pub body: Vec<u8>,
 }
@@ -151,6 +163,7 @@ impl Session {
             server_key: StdMutex::new(None),
             tokens: Mutex::new(Tokens::default()),
             skew: AtomicI64::new(0),
+            refresh_lifetime: AtomicI64::new(0),
             logins: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             refresh_failures: AtomicU64::new(0),
@@ -220,6 +233,11 @@ impl Session {
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let set_cookies = resp
             .headers()
             .get_all(reqwest::header::SET_COOKIE)
@@ -251,6 +269,7 @@ impl Session {
         Ok(Reply {
             status,
             location,
+            retry_after,
             set_cookies,
             body,
         })
@@ -291,7 +310,7 @@ impl Session {
         }
         if !reply.status.is_success() {
             let message = header.map(|h| h.message).unwrap_or_default();
-            return Err(status_error(path, reply.status, message));
+            return Err(status_error(path, reply, message));
         }
         let header = header.map_err(|e| ClientError::Malformed {
             path: path.to_string(),
@@ -449,7 +468,11 @@ impl Session {
             path,
             self.server_now(),
         )?);
-        tokens.refresh = Some(RefreshToken(Zeroizing::new(response.refresh_token)));
+        let lifetime = self.refresh_lifetime.load(Ordering::Relaxed);
+        tokens.refresh = Some(RefreshToken {
+            value: Zeroizing::new(response.refresh_token),
+            expires: (lifetime > 0).then(|| self.server_now() + lifetime),
+        });
         self.logins.fetch_add(1, Ordering::Relaxed);
         tracing::info!(user_id = %self.opts.user_id, server = %self.opts.base_url, "logged in");
         Ok(())
@@ -458,9 +481,20 @@ impl Session {
     /// Uses the refresh token, which is gone from the state whatever the
     /// outcome. Returns an error when no new access token came back.
     async fn refresh_locked(&self, tokens: &mut Tokens) -> Result<(), ClientError> {
-        let Some(RefreshToken(old)) = tokens.refresh.take() else {
+        let Some(RefreshToken {
+            value: old,
+            expires,
+        }) = tokens.refresh.take()
+        else {
             return Err(ClientError::NoRefreshToken);
         };
+        let lifetime = self.refresh_lifetime.load(Ordering::Relaxed);
+        if !refresh_usable(expires, self.server_now(), lifetime) {
+            // The host slept or the daemon was paused past the token's
+            // lifetime: the server would log presenting it as an attack.
+            tracing::info!("the refresh token has expired or is about to; logging in instead");
+            return Err(ClientError::NoRefreshToken);
+        }
         let path = "/auth/jwt/refresh.json";
         let body =
             serde_json::json!({ "user_id": self.opts.user_id, "refresh_token": old.as_str() });
@@ -468,7 +502,10 @@ impl Session {
             // The connection was never made, so the token never left this
             // process: keeping it is not a replay.
             Err(e @ ClientError::Unreachable { connect: true, .. }) => {
-                tokens.refresh = Some(RefreshToken(old));
+                tokens.refresh = Some(RefreshToken {
+                    value: old,
+                    expires,
+                });
                 return Err(e);
             }
             other => other?,
@@ -481,7 +518,16 @@ impl Session {
             self.server_now(),
         )?);
         match refresh_cookie(&reply.set_cookies) {
-            Some(next) => tokens.refresh = Some(RefreshToken(next)),
+            Some(next) => {
+                let max_age = refresh_cookie_max_age(&reply.set_cookies, self.server_now());
+                if let Some(age) = max_age {
+                    self.refresh_lifetime.store(age, Ordering::Relaxed);
+                }
+                tokens.refresh = Some(RefreshToken {
+                    value: next,
+                    expires: max_age.map(|a| self.server_now() + a),
+                })
+            }
             // The old token is spent; the next renewal will be a login.
             None => tracing::warn!("the refresh response carried no refresh_token cookie"),
         }
@@ -496,6 +542,8 @@ impl Session {
         if tokens.refresh.is_some() {
             match self.refresh_locked(tokens).await {
                 Ok(()) => return Ok(()),
+                // Expired before it was sent: nothing failed on the server.
+                Err(ClientError::NoRefreshToken) => {}
                 Err(e) if e.is_outage() => {
                     // The token may or may not have been spent; it is gone
                     // either way, and a login now would hit the same outage.
@@ -563,6 +611,21 @@ impl Session {
         let reply = self
             .send(Method::GET, path, Some(&token), None::<&()>)
             .await?;
+        if reply.status != StatusCode::UNAUTHORIZED {
+            return self.decode_timed(path, &reply);
+        }
+        // A refreshed token refused too: the refresh token may be bound to
+        // something the server no longer accepts. One full login, one last
+        // try; after that the pass fails and the daemon backs off.
+        tracing::debug!(%path, "401 after a renewal; logging in and retrying once");
+        let token = {
+            let mut tokens = self.tokens.lock().await;
+            self.login_locked(&mut tokens).await?;
+            current(&tokens)
+        };
+        let reply = self
+            .send(Method::GET, path, Some(&token), None::<&()>)
+            .await?;
         if reply.status == StatusCode::UNAUTHORIZED {
             return Err(ClientError::Unauthorized { path: path.into() });
         }
@@ -587,7 +650,7 @@ impl Session {
             tracing::debug!(error = %e, "no refresh token left to revoke");
             return Ok(());
         }
-        let (Some(RefreshToken(refresh)), Some(access)) =
+        let (Some(RefreshToken { value: refresh, .. }), Some(access)) =
             (tokens.refresh.take(), tokens.access.take())
         else {
             return Ok(());
@@ -642,11 +705,20 @@ fn unreachable(base: &str, e: &reqwest::Error) -> ClientError {
     }
 }
 
-fn status_error(path: &str, status: StatusCode, message: String) -> ClientError {
+fn status_error(path: &str, reply: &Reply, message: String) -> ClientError {
     let path = path.to_string();
+    let status = reply.status;
     let code = status.as_u16();
     if status == StatusCode::UNAUTHORIZED {
         ClientError::Unauthorized { path }
+    } else if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && reply.retry_after.is_some())
+    {
+        ClientError::Busy {
+            path,
+            status: code,
+            retry_after: reply.retry_after,
+        }
     } else if status.is_server_error() {
         ClientError::ServerError {
             path,
@@ -670,6 +742,50 @@ pub fn token_exp(jwt: &str) -> Option<i64> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     serde_json::from_slice::<Claims>(&bytes).ok().map(|c| c.exp)
+}
+
+/// Whether a refresh token expiring at `expires` may still be presented at
+/// `now`: more than a minute left, or a quarter of its lifetime for
+/// lifetimes under four minutes.
+fn refresh_usable(expires: Option<i64>, now: i64, lifetime: i64) -> bool {
+    let margin = REFRESH_MARGIN.min(lifetime / 4).max(0);
+    expires.is_none_or(|exp| exp - now > margin)
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date, in seconds from now.
+fn parse_retry_after(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(s);
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// Seconds the `refresh_token` cookie lives, from `Max-Age` (which wins,
+/// as in RFC 6265) or `expires` read against `server_now`.
+pub fn refresh_cookie_max_age(set_cookies: &[String], server_now: i64) -> Option<i64> {
+    let cookie = set_cookies.iter().find(|c| {
+        c.split(';')
+            .next()
+            .and_then(|f| f.split_once('='))
+            .is_some_and(|(n, _)| n.trim() == "refresh_token")
+    })?;
+    let attr = |name: &str| {
+        cookie.split(';').skip(1).find_map(|a| {
+            let (k, v) = a.split_once('=')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    };
+    if let Some(age) = attr("max-age").and_then(|v| v.parse::<i64>().ok()) {
+        return Some(age);
+    }
+    let expires = httpdate::parse_http_date(&attr("expires")?.replace('-', " ")).ok()?;
+    let at = expires.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
+    Some(at - server_now)
 }
 
 /// The value of `refresh_token=` among Set-Cookie headers. Parsed by hand:
@@ -699,6 +815,39 @@ mod tests {
             Some("4d7f1f6c-1c0e-4f5e-8c63-2f4a0f1d7b11")
         );
         assert!(refresh_cookie(&headers[..1]).is_none());
+    }
+
+    #[test]
+    fn reads_refresh_cookie_lifetime_from_max_age_or_expires() {
+        let both = vec!["refresh_token=x; expires=Mon, 28-Dec-2026 12:56:49 GMT; Max-Age=2592000; path=/; secure; HttpOnly".to_string()];
+        assert_eq!(refresh_cookie_max_age(&both, 0), Some(2592000));
+        let expires =
+            vec!["refresh_token=x; expires=Mon, 28-Dec-2026 12:56:49 GMT; path=/".to_string()];
+        // 2026-12-28T12:56:49Z is 1798462609.
+        assert_eq!(refresh_cookie_max_age(&expires, 1798462600), Some(9));
+        assert_eq!(
+            refresh_cookie_max_age(&["passbolt_session=a; Max-Age=5".to_string()], 0),
+            None
+        );
+    }
+
+    #[test]
+    fn an_expired_or_nearly_expired_refresh_token_is_not_usable() {
+        assert!(refresh_usable(None, 100, 0));
+        assert!(refresh_usable(Some(1000), 900, 2592000));
+        assert!(!refresh_usable(Some(1000), 950, 2592000), "within a minute");
+        assert!(
+            refresh_usable(Some(1000), 997, 8),
+            "a quarter of a short lifetime"
+        );
+        assert!(!refresh_usable(Some(1000), 999, 8));
+    }
+
+    #[test]
+    fn reads_retry_after() {
+        assert_eq!(parse_retry_after("7"), Some(7));
+        assert_eq!(parse_retry_after("Thu, 01 Jan 1970 00:00:01 GMT"), Some(0));
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

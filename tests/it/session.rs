@@ -275,7 +275,7 @@ async fn a_failed_refresh_falls_back_to_login() {
 }
 
 #[tokio::test]
-async fn a_401_gets_one_renewal_and_one_retry() {
+async fn a_401_gets_one_renewal_then_one_login_then_fails() {
     let server = devserver(Options::default()).await;
     let c = client(&server, &fixture("admin"));
     api::me(c.session()).await.unwrap();
@@ -286,13 +286,23 @@ async fn a_401_gets_one_renewal_and_one_retry() {
     api::me(c.session()).await.unwrap();
     assert_eq!(c.stats().refreshes, 1);
     assert_eq!(c.stats().logins, 1);
+    // The refreshed token refused too: one full login, one last try.
     server.set_faults(Faults {
         unauthorized_next: 2,
         ..Faults::default()
     });
+    api::me(c.session()).await.unwrap();
+    assert_eq!(c.stats().refreshes, 2);
+    assert_eq!(c.stats().logins, 2);
+    server.set_faults(Faults {
+        unauthorized_next: 3,
+        ..Faults::default()
+    });
     let err = api::me(c.session()).await.unwrap_err();
     assert!(matches!(err, ClientError::Unauthorized { .. }), "{err}");
+    assert_eq!((c.stats().refreshes, c.stats().logins), (3, 3), "bounded");
     assert!(server.refresh_reuses().is_empty());
+    assert!(server.attacks().is_empty());
 }
 
 #[tokio::test]
