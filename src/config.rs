@@ -58,6 +58,11 @@ pub struct Config {
     /// IANA time zone of cron schedules; UTC when absent.
     #[serde(default, deserialize_with = "de_timezone")]
     pub timezone: Option<String>,
+    /// Upper bound of this host's fixed delay of every scheduled tick, so
+    /// that a fleet does not poll the server all at once; zero (the
+    /// default) delays nothing. See `schedule::splay_offset`.
+    #[serde(default, deserialize_with = "de_splay")]
+    pub splay: Duration,
     /// Every mapped secret is downloaded again this often whatever its
     /// stamps, as a safety net; `None` (`0`) disables it.
     #[serde(
@@ -853,6 +858,39 @@ fn de_full_sync_every<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration
             check_duration(s)
                 .map(|d| (!d.is_zero()).then_some(d))
                 .map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// A duration up to `schedule::MAX_SPLAY`, or `0` (a number or a string).
+fn de_splay<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as 5m, or 0")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            match v {
+                0 => Ok(Duration::ZERO),
+                _ => Err(E::custom(format!(
+                    "splay {v} has no unit: write a duration such as 5m"
+                ))),
+            }
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            self.visit_u64(u64::try_from(v).map_err(|_| E::custom("splay cannot be negative"))?)
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
+            let splay = check_duration(s).map_err(|e| E::custom(format!("splay: {e}")))?;
+            if splay > crate::schedule::MAX_SPLAY {
+                return Err(E::custom(format!(
+                    "splay {s:?} is longer than the maximum of {}h",
+                    crate::schedule::MAX_SPLAY.as_secs() / 3600
+                )));
+            }
+            Ok(splay)
         }
     }
     d.deserialize_any(V)

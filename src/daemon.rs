@@ -174,7 +174,35 @@ struct Schedules {
 }
 
 impl Schedules {
-    fn spawn(daemon: &Arc<Daemon>, plan: &Plan) -> Schedules {
+    /// One driver per distinct schedule of `plan`, every scheduled tick
+    /// delayed by this host's offset within `splay`.
+    fn spawn(daemon: &Arc<Daemon>, plan: &Plan, splay: Duration) -> Schedules {
+        // The host's id does not change while the daemon runs: read it once.
+        static HOST: std::sync::OnceLock<(String, schedule::HostIdSource)> =
+            std::sync::OnceLock::new();
+        let (host_id, source) =
+            HOST.get_or_init(|| schedule::identify_host(Path::new(schedule::MACHINE_ID_PATH)));
+        let offset = schedule::splay_offset(splay, host_id);
+        if !splay.is_zero() {
+            // Never the id itself: machine-id(5) asks to keep it confidential.
+            let shown = humantime::format_duration(Duration::from_millis(
+                u64::try_from(offset.as_millis()).unwrap_or(u64::MAX),
+            ));
+            let splay = humantime::format_duration(splay);
+            match source {
+                schedule::HostIdSource::MachineId => tracing::info!(
+                    "splay offset {shown} of {splay} (from {})",
+                    schedule::MACHINE_ID_PATH
+                ),
+                schedule::HostIdSource::Hostname => {
+                    tracing::info!("splay offset {shown} of {splay} (from the hostname)")
+                }
+                schedule::HostIdSource::Nothing => tracing::warn!(
+                    "splay offset {shown} of {splay}: no machine id and no hostname, \
+                     so every such host gets this same offset"
+                ),
+            }
+        }
         let (stop, _) = watch::channel(false);
         let mut groups: BTreeMap<String, (Schedule, Vec<PathBuf>)> = BTreeMap::new();
         for t in &plan.targets {
@@ -198,6 +226,7 @@ impl Schedules {
             // being aborted mid-write.
             tokio::spawn(schedule::run_schedule(
                 schedule,
+                offset,
                 stop_rx,
                 run_now_rx,
                 move |_reason| {
@@ -287,8 +316,8 @@ pub async fn run(path: PathBuf) -> Result<bool, AppError> {
                 ready = true;
                 let _ = sd_notify::notify(&[NotifyState::Ready]);
                 tracing::info!("first sync complete; ready");
-                let (_, plan, _) = daemon.snapshot().await;
-                schedules = Some(Schedules::spawn(&daemon, &plan));
+                let (config, plan, _) = daemon.snapshot().await;
+                schedules = Some(Schedules::spawn(&daemon, &plan, config.splay));
             }
             _ = ping.tick(), if watchdog.is_some() => {
                 match daemon.stuck() {
@@ -396,5 +425,5 @@ async fn reload(daemon: &Arc<Daemon>, bytes: &[u8], ready: bool) -> Option<Sched
             d.pass_with_retry(Some(&changed)).await;
         });
     }
-    Some(Schedules::spawn(daemon, &new_plan))
+    Some(Schedules::spawn(daemon, &new_plan, new.splay))
 }

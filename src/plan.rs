@@ -6,6 +6,9 @@
 //! Building a plan is also the whole offline `check`: every error it
 //! returns is one the operator must fix before anything can sync.
 
+// Errors are per target and rare; boxing them buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

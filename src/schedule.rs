@@ -14,10 +14,19 @@
 //! pass inline. Running inline means a pass can never overlap itself, and
 //! computing the next occurrence only after a pass ends coalesces every tick
 //! that was missed while it ran.
+//!
+//! A fleet whose hosts share a schedule would hit the server all at the same
+//! moments. The splay spreads them: each host delays every scheduled tick by
+//! a fixed offset in `[0, splay)` ([`splay_offset`]), derived from its
+//! `/etc/machine-id` ([`host_identity`]), so the offset is the same on every
+//! tick and after every restart, and a fleet spreads evenly over the splay.
+//! Nothing here knows about the first pass at start-up or passes after a
+//! config reload: the daemon runs those itself, undelayed.
 
 use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -30,6 +39,13 @@ use tokio::sync::watch;
 /// Shortest interval accepted from configuration. Anything faster would
 /// hammer the passbolt server for no benefit.
 pub const MIN_CONFIG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest splay accepted from configuration. A day is more than any
+/// schedule needs to spread a fleet; a larger value is more likely a typo.
+pub const MAX_SPLAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Where [`host_identity`] reads the host's id first (see machine-id(5)).
+pub const MACHINE_ID_PATH: &str = "/etc/machine-id";
 
 /// Longest single sleep of the driver. Tokio's timers run on the monotonic
 /// clock, which stands still while the machine is suspended and ignores
@@ -487,10 +503,84 @@ fn canonical_cron(cron: &Cron) -> String {
     fields.join(" ")
 }
 
+/// The fixed delay of this host's scheduled ticks: `host_id` hashed and
+/// mapped evenly onto `[0, splay)`. Zero when `splay` is zero.
+///
+/// The hash is FNV-1a (64 bit) followed by the SplitMix64 finalizer, written
+/// out here because one id must get one offset on every build, Rust version
+/// and architecture, which std's `DefaultHasher` does not promise. FNV-1a
+/// alone leaves ids that differ only in their last characters (`web-0001`,
+/// `web-0002`) close together in its high bits, the bits the multiply-shift
+/// below reads; the finalizer spreads them.
+pub fn splay_offset(splay: Duration, host_id: &str) -> Duration {
+    // u64 nanoseconds reach 584 years: a longer splay saturates.
+    let span = u64::try_from(splay.as_nanos()).unwrap_or(u64::MAX);
+    let hash = splitmix64_finalize(fnv1a_64(host_id.as_bytes()));
+    // (hash / 2^64) * span: uniform over [0, span) for a uniform hash,
+    // without the bias of `hash % span`.
+    let scaled = (u128::from(hash) * u128::from(span)) >> 64;
+    Duration::from_nanos(u64::try_from(scaled).expect("below span, which fits in u64"))
+}
+
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes.iter().fold(OFFSET_BASIS, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
+    })
+}
+
+fn splitmix64_finalize(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Where [`identify_host`] found the id of this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostIdSource {
+    /// The machine-id file.
+    MachineId,
+    /// The hostname, because the machine-id file was missing, empty or not
+    /// yet initialized.
+    Hostname,
+    /// Neither: the id is empty, and every such host gets the same offset.
+    Nothing,
+}
+
+/// The id that [`splay_offset`] hashes for this host: `/etc/machine-id`,
+/// else the hostname, else empty. See [`identify_host`].
+///
+/// machine-id(5) asks that the id be treated as confidential: log the
+/// offset, never the id.
+pub fn host_identity() -> String {
+    identify_host(Path::new(MACHINE_ID_PATH)).0
+}
+
+/// The id of this host, read from the machine-id file at `machine_id`
+/// (trimmed), falling back to the hostname when that file is missing,
+/// unreadable, empty or still `uninitialized` (systemd writes that during
+/// the first boot, on every host alike), and to an empty id when the
+/// hostname is unavailable too.
+pub fn identify_host(machine_id: &Path) -> (String, HostIdSource) {
+    if let Ok(bytes) = std::fs::read(machine_id) {
+        let id = String::from_utf8_lossy(&bytes).trim().to_owned();
+        if !id.is_empty() && id != "uninitialized" {
+            return (id, HostIdSource::MachineId);
+        }
+    }
+    match nix::unistd::gethostname() {
+        Ok(name) if !name.is_empty() => {
+            (name.to_string_lossy().into_owned(), HostIdSource::Hostname)
+        }
+        _ => (String::new(), HostIdSource::Nothing),
+    }
+}
+
 /// Why the driver started a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PassReason {
-    /// The schedule came due at `due`.
+    /// The schedule came due at `due`: an occurrence plus the splay offset.
     Scheduled { due: DateTime<Utc> },
     /// Someone asked for an immediate pass through the run-now channel.
     RunNow,
@@ -501,12 +591,19 @@ pub enum PassReason {
 ///
 /// Each pass runs inline, so it never overlaps itself, and the next
 /// occurrence is computed from the wall clock after the pass ends: ticks that
-/// came due during a slow pass are skipped, not replayed. An `every`
-/// schedule keeps its phase (the next tick is the first
-/// `start + k * interval` still ahead). Waiting is checked against the wall
-/// clock at least every 30 s, so after a suspend or a clock step forward the
-/// overdue occurrence runs once, promptly, and a clock step backward
-/// re-plans from the new time.
+/// came due during a slow pass are skipped, not replayed. Waiting is checked
+/// against the wall clock at least every 30 s, so after a suspend or a clock
+/// step forward the overdue occurrence runs once, promptly, and a clock step
+/// backward re-plans from the new time.
+///
+/// Every scheduled tick fires `offset` (see [`splay_offset`]) after its
+/// occurrence; requested passes are never delayed. A cron tick fires at each
+/// occurrence plus `offset`. An `every` schedule lays a grid when the driver
+/// starts (and again after a requested pass or a clock step backward): its
+/// first tick one interval plus `offset` later, the following ones one
+/// interval apart. The grid keeps its phase however late a pass started or
+/// long it ran (the next tick is the first grid point still ahead), so the
+/// offset shifts the phase once instead of stretching every interval.
 ///
 /// `run_now` requests an immediate pass: the daemon keeps the
 /// `watch::Sender<()>`, hands each driver `sender.subscribe()`, and calls
@@ -520,6 +617,7 @@ pub enum PassReason {
 /// a mess); the pass must bound its own duration.
 pub async fn run_schedule<F, Fut>(
     schedule: Schedule,
+    offset: Duration,
     mut shutdown: watch::Receiver<bool>,
     mut run_now: watch::Receiver<()>,
     mut pass: F,
@@ -527,28 +625,29 @@ pub async fn run_schedule<F, Fut>(
     F: FnMut(PassReason) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let ticks = Ticks::new(schedule, offset);
     let mut run_now_open = true;
     let mut last_seen = Utc::now();
-    let mut next = schedule.next_after(last_seen);
-    log_next(&schedule, next);
+    let mut next = ticks.first(last_seen);
+    ticks.log_next(next);
 
     loop {
         if *shutdown.borrow_and_update() {
-            tracing::debug!(schedule = %schedule, "schedule driver stopping");
+            tracing::debug!(schedule = %ticks.schedule, "schedule driver stopping");
             return;
         }
 
         let now = Utc::now();
         if now + CLOCK_STEP_TOLERANCE < last_seen {
-            tracing::debug!(schedule = %schedule, from = %last_seen, to = %now,
+            tracing::debug!(schedule = %ticks.schedule, from = %last_seen, to = %now,
                 "wall clock went backwards, recomputing next run");
-            next = schedule.next_after(now);
-            log_next(&schedule, next);
+            next = ticks.first(now);
+            ticks.log_next(next);
         }
         last_seen = now;
 
         if let Some(due) = next.filter(|due| now >= *due) {
-            next = run_pass(&schedule, &mut pass, PassReason::Scheduled { due }).await;
+            next = run_pass(&ticks, &mut pass, PassReason::Scheduled { due }).await;
             last_seen = Utc::now();
             continue;
         }
@@ -561,13 +660,13 @@ pub async fn run_schedule<F, Fut>(
             biased;
             changed = shutdown.changed() => {
                 if changed.is_err() {
-                    tracing::debug!(schedule = %schedule, "shutdown sender dropped, driver stopping");
+                    tracing::debug!(schedule = %ticks.schedule, "shutdown sender dropped, driver stopping");
                     return;
                 }
             }
             changed = run_now.changed(), if run_now_open => {
                 if changed.is_ok() {
-                    next = run_pass(&schedule, &mut pass, PassReason::RunNow).await;
+                    next = run_pass(&ticks, &mut pass, PassReason::RunNow).await;
                     last_seen = Utc::now();
                 } else {
                     run_now_open = false;
@@ -578,67 +677,104 @@ pub async fn run_schedule<F, Fut>(
     }
 }
 
-async fn run_pass<F, Fut>(
-    schedule: &Schedule,
-    pass: &mut F,
-    reason: PassReason,
-) -> Option<DateTime<Utc>>
+async fn run_pass<F, Fut>(ticks: &Ticks, pass: &mut F, reason: PassReason) -> Option<DateTime<Utc>>
 where
     F: FnMut(PassReason) -> Fut,
     Fut: Future<Output = ()>,
 {
     let started = Utc::now();
     if let PassReason::Scheduled { due } = reason {
-        tracing::debug!(schedule = %schedule, %due, late_ms = (started - due).num_milliseconds(), "starting scheduled pass");
+        tracing::debug!(schedule = %ticks.schedule, %due, late_ms = (started - due).num_milliseconds(), "starting scheduled pass");
     } else {
-        tracing::debug!(schedule = %schedule, "starting requested pass");
+        tracing::debug!(schedule = %ticks.schedule, "starting requested pass");
     }
     pass(reason).await;
     let ended = Utc::now();
-    let next = due_after_pass(schedule, started, ended);
-    log_next(schedule, next);
+    let next = ticks.after_pass(reason, started, ended);
+    ticks.log_next(next);
     next
 }
 
-/// Next occurrence after a pass that ran from `started` to `ended`.
-fn due_after_pass(
-    schedule: &Schedule,
-    started: DateTime<Utc>,
-    ended: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    match schedule.interval() {
-        Some(interval) => {
-            let step = TimeDelta::from_std(interval).ok()?;
-            let next = started.checked_add_signed(step)?;
-            if next > ended {
-                return Some(next);
-            }
-            // Jump straight to the first tick on the grid that is still
-            // ahead; looping would spin after a long suspend with a short
-            // interval.
-            let elapsed = (ended - started).num_nanoseconds()?;
-            let step_ns = step.num_nanoseconds()?.max(1);
-            let skipped = elapsed / step_ns;
-            tracing::debug!(schedule = %schedule, skipped, "pass outlasted its interval, skipping missed ticks");
-            started.checked_add_signed(TimeDelta::nanoseconds(step_ns.checked_mul(skipped + 1)?))
-        }
-        None => {
-            if schedule
-                .next_after(started)
-                .is_some_and(|missed| missed <= ended)
-            {
-                tracing::debug!(schedule = %schedule, "pass outlasted the next cron tick, skipping missed ticks");
-            }
-            schedule.next_after(ended)
-        }
-    }
+/// The wall-clock times a driver fires at: the schedule's occurrences, each
+/// delayed by the splay offset.
+struct Ticks {
+    schedule: Schedule,
+    offset: TimeDelta,
 }
 
-fn log_next(schedule: &Schedule, next: Option<DateTime<Utc>>) {
-    match next {
-        Some(next) => tracing::debug!(schedule = %schedule, %next, "next scheduled pass"),
-        None => {
-            tracing::warn!(schedule = %schedule, "schedule has no future occurrence; only run-now requests will trigger passes")
+impl Ticks {
+    fn new(schedule: Schedule, offset: Duration) -> Ticks {
+        // Beyond what TimeDelta holds (292 million years) nothing would fire
+        // anyway; the checked arithmetic below then finds no next tick.
+        let offset = TimeDelta::from_std(offset).unwrap_or(TimeDelta::MAX);
+        Ticks { schedule, offset }
+    }
+
+    /// The first tick when planning starts afresh at `now`.
+    fn first(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.schedule.interval() {
+            // The grid starts now: one interval, then the offset.
+            Some(_) => self
+                .schedule
+                .next_after(now)?
+                .checked_add_signed(self.offset),
+            None => self.cron_after(now),
+        }
+    }
+
+    /// The first cron tick strictly after `t`. An occurrence already past
+    /// whose delayed tick is still ahead counts: the occurrences are searched
+    /// from `t - offset`.
+    fn cron_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule
+            .next_after(t.checked_sub_signed(self.offset)?)?
+            .checked_add_signed(self.offset)
+    }
+
+    /// The next tick after a pass that ran from `started` to `ended`.
+    fn after_pass(
+        &self,
+        reason: PassReason,
+        started: DateTime<Utc>,
+        ended: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let Some(interval) = self.schedule.interval() else {
+            if self
+                .cron_after(started)
+                .is_some_and(|missed| missed <= ended)
+            {
+                tracing::debug!(schedule = %self.schedule, "pass outlasted the next cron tick, skipping missed ticks");
+            }
+            return self.cron_after(ended);
+        };
+        // A scheduled tick is on the grid, offset included, so the grid goes
+        // on from it: from the pass's start plus the offset, each tick would
+        // come one offset (and one wake-up latency) later than the last. A
+        // requested pass starts a new grid, delayed like the first one.
+        let grid_start = match reason {
+            PassReason::Scheduled { due } => due,
+            PassReason::RunNow => started.checked_add_signed(self.offset)?,
+        };
+        let step = TimeDelta::from_std(interval).ok()?;
+        let next = grid_start.checked_add_signed(step)?;
+        if next > ended {
+            return Some(next);
+        }
+        // Jump straight to the first tick on the grid that is still ahead;
+        // looping would spin after a long suspend with a short interval.
+        let elapsed = (ended - grid_start).num_nanoseconds()?;
+        let step_ns = step.num_nanoseconds()?.max(1);
+        let skipped = elapsed / step_ns;
+        tracing::debug!(schedule = %self.schedule, skipped, "pass outlasted its interval, skipping missed ticks");
+        grid_start.checked_add_signed(TimeDelta::nanoseconds(step_ns.checked_mul(skipped + 1)?))
+    }
+
+    fn log_next(&self, next: Option<DateTime<Utc>>) {
+        match next {
+            Some(next) => tracing::debug!(schedule = %self.schedule, %next, "next scheduled pass"),
+            None => {
+                tracing::warn!(schedule = %self.schedule, "schedule has no future occurrence; only run-now requests will trigger passes")
+            }
         }
     }
 }

@@ -399,147 +399,204 @@ pub async fn run_pass(
     }
     held.forget_unlisted(|id| listing.get(id).is_some());
 
-    // Resolve, and find the secrets that are not held current.
     let now = Instant::now();
-    let mut resolved: Vec<Result<Resolved, TargetError>> = Vec::with_capacity(selected.len());
-    let mut full: Vec<bool> = Vec::with_capacity(selected.len());
-    let mut wanted: BTreeSet<String> = BTreeSet::new();
-    for t in &selected {
-        let full_sync = held.full_sync_due(t.path(), plan.full_sync_every, now);
-        let (result, reads) = match &t.output {
-            Output::Template(file) => match file.current(t.path()) {
-                Ok(tpl) => {
-                    // A first render names the resources the template reads.
-                    let lookup = TemplateLookup::new(&listing, None, t.path());
-                    let _ = tpl.render(&lookup);
-                    let reads = lookup.read.into_inner().expect("not poisoned");
-                    (Ok(Resolved::Template(tpl)), reads)
-                }
-                Err(e) => (Err(e), BTreeSet::new()),
-            },
-            _ => match requirements(&listing, t) {
-                Ok(needs) => {
-                    let reads = needs
-                        .iter()
-                        .filter(|n| n.field.is_secret())
-                        .map(|n| n.id.clone())
-                        .collect();
-                    (Ok(Resolved::Values(needs)), reads)
-                }
-                Err(e) => (Err(e), BTreeSet::new()),
-            },
-        };
-        for id in reads {
-            let current = listing.get(&id).and_then(|r| held.current(r)).is_some();
-            if full_sync || !current {
-                wanted.insert(id);
-            }
-        }
-        resolved.push(result);
-        full.push(full_sync);
-    }
-
-    // Download what is wanted; an outage here leaves every file as it is.
+    let resolved: Vec<DueTarget> = selected
+        .into_iter()
+        .map(|t| resolve_due(&listing, held, plan, t, now))
+        .collect();
+    let wanted: BTreeSet<String> = resolved
+        .iter()
+        .flat_map(|d| d.wanted.iter().cloned())
+        .collect();
     let wanted: Vec<String> = wanted.into_iter().collect();
-    let mut fetched = if wanted.is_empty() {
-        HashMap::new()
-    } else {
-        client.fetch_secrets(&wanted).await?
-    };
-    let mut missing: HashMap<String, Option<DecodeError>> = HashMap::new();
-    let mut failed: HashMap<String, DecodeError> = HashMap::new();
-    let mut missed = Vec::new();
-    for id in &wanted {
-        match fetched.remove(id) {
-            // Gone between the listing and the download.
-            None => {
-                held.forget(id);
-                missing.insert(id.clone(), None);
-            }
-            Some(f) => match &f.fields {
-                Err(e @ DecodeError::NoSecret { .. }) => {
-                    missing.insert(id.clone(), Some(e.clone()));
-                    held.forget(id);
-                }
-                Err(e) => {
-                    failed.insert(id.clone(), e.clone());
-                    held.forget(id);
-                }
-                Ok(_) => {
-                    if held.store(id, f) == Stored::Missed {
-                        missed.push(id.clone());
-                    }
-                }
-            },
-        }
-    }
+    // An outage here, too, leaves every file as it is.
+    let downloads = download(client, held, &wanted).await?;
 
     let mut report = PassReport {
         resources_listed: listing.resources.len(),
-        missed,
-        full_sync: full.iter().any(|f| *f),
+        full_sync: resolved.iter().any(|d| d.full_sync),
         ..PassReport::default()
     };
-    let mut uses: Vec<(PathBuf, BTreeSet<String>)> = Vec::new();
+    let mut uses: Vec<(PathBuf, BTreeSet<String>, bool)> = Vec::new();
     {
         let secrets = Secrets {
             held,
-            missing: &missing,
-            failed: &failed,
+            missing: &downloads.missing,
+            failed: &downloads.failed,
         };
-        for (t, result) in selected.iter().zip(resolved) {
-            let mut read = BTreeSet::new();
-            let content = result.and_then(|r| match r {
-                Resolved::Values(needs) => {
-                    read.extend(
-                        needs
-                            .iter()
-                            .filter(|n| n.field.is_secret())
-                            .map(|n| n.id.clone()),
-                    );
-                    render_values(&listing, &secrets, t, &needs)
-                }
-                Resolved::Template(tpl) => {
-                    let lookup = TemplateLookup::new(&listing, Some(&secrets), t.path());
-                    let out = tpl.render(&lookup);
-                    read = lookup.read.into_inner().expect("not poisoned");
-                    // A secret that could not be given is the target's
-                    // error, not the template's: never write around it.
-                    match lookup.unavailable.into_inner().expect("not poisoned") {
-                        Some(e) => Err(e),
-                        None => out.map_err(|source| TargetError::Render {
-                            target: t.path().to_path_buf(),
-                            source,
-                        }),
-                    }
-                }
-            });
-            uses.push((t.path().to_path_buf(), read));
-            report.targets.push(apply(t, content, opts).await);
+        for d in resolved {
+            let (content, read) = render(&listing, &secrets, d.target, d.resolved);
+            uses.push((d.target.path().to_path_buf(), read, d.full_sync));
+            report.targets.push(apply(d.target, content, opts).await);
         }
     }
-    for ((path, read), full_sync) in uses.into_iter().zip(full) {
+    for (path, read, full_sync) in uses {
         held.record_use(&path, read);
         if full_sync {
             held.mark_full_sync(&path, now);
         }
     }
+    report.missed = downloads.missed;
     if report.full_sync {
-        if report.missed.is_empty() {
-            tracing::info!(
-                secrets = wanted.len(),
-                "full sync: every mapped secret downloaded again; the incremental passes had missed nothing"
-            );
-        } else {
-            tracing::warn!(
-                resources = ?report.missed,
-                "full sync: {} secret(s) had changed although their resource's modified stamp had not; the incremental passes missed them",
-                report.missed.len()
-            );
-        }
+        log_full_sync(&report, wanted.len());
     }
     report.cost = client.counters() - before;
     Ok(report)
+}
+
+/// A due target, resolved against the listing.
+struct DueTarget<'a> {
+    target: &'a PlannedTarget,
+    resolved: Result<Resolved, TargetError>,
+    /// Whether its secrets are all downloaded again in this pass.
+    full_sync: bool,
+    /// The secrets it reads that are not held current (all of them in a
+    /// full sync).
+    wanted: BTreeSet<String>,
+}
+
+fn resolve_due<'a>(
+    listing: &Listing,
+    held: &mut Held,
+    plan: &Plan,
+    t: &'a PlannedTarget,
+    now: Instant,
+) -> DueTarget<'a> {
+    let full_sync = held.full_sync_due(t.path(), plan.full_sync_every, now);
+    let (resolved, reads) = match &t.output {
+        Output::Template(file) => match file.current(t.path()) {
+            Ok(tpl) => {
+                // A first render names the resources the template reads.
+                let lookup = TemplateLookup::new(listing, None, t.path());
+                let _ = tpl.render(&lookup);
+                let reads = lookup.read.into_inner().expect("not poisoned");
+                (Ok(Resolved::Template(tpl)), reads)
+            }
+            Err(e) => (Err(e), BTreeSet::new()),
+        },
+        _ => match requirements(listing, t) {
+            Ok(needs) => {
+                let reads = secret_reads(&needs);
+                (Ok(Resolved::Values(needs)), reads)
+            }
+            Err(e) => (Err(e), BTreeSet::new()),
+        },
+    };
+    let wanted = reads
+        .into_iter()
+        .filter(|id| full_sync || listing.get(id).and_then(|r| held.current(r)).is_none())
+        .collect();
+    DueTarget {
+        target: t,
+        resolved,
+        full_sync,
+        wanted,
+    }
+}
+
+fn secret_reads(needs: &[Need]) -> BTreeSet<String> {
+    needs
+        .iter()
+        .filter(|n| n.field.is_secret())
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+/// What a pass's download found, besides the secrets it stored in `held`.
+#[derive(Default)]
+struct Downloads {
+    missing: HashMap<String, Option<DecodeError>>,
+    failed: HashMap<String, DecodeError>,
+    /// Current held secrets that a download found changed.
+    missed: Vec<String>,
+}
+
+/// Downloads `wanted` and stores what decrypts in `held`. A resource
+/// listed without a secret for this account, or gone since the listing,
+/// is missing; one whose secret does not decrypt or parse has failed.
+async fn download(
+    client: &Client,
+    held: &mut Held,
+    wanted: &[String],
+) -> Result<Downloads, ClientError> {
+    let mut out = Downloads::default();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let mut fetched = client.fetch_secrets(wanted).await?;
+    for id in wanted {
+        let Some(f) = fetched.remove(id) else {
+            held.forget(id);
+            out.missing.insert(id.clone(), None);
+            continue;
+        };
+        match &f.fields {
+            Err(e @ DecodeError::NoSecret { .. }) => {
+                held.forget(id);
+                out.missing.insert(id.clone(), Some(e.clone()));
+            }
+            Err(e) => {
+                held.forget(id);
+                out.failed.insert(id.clone(), e.clone());
+            }
+            Ok(_) => {
+                if held.store(id, f) == Stored::Missed {
+                    out.missed.push(id.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Renders one resolved target; returns its content (or why not) and the
+/// resources whose secret it read.
+fn render(
+    listing: &Listing,
+    secrets: &Secrets<'_>,
+    t: &PlannedTarget,
+    resolved: Result<Resolved, TargetError>,
+) -> (
+    Result<zeroize::Zeroizing<Vec<u8>>, TargetError>,
+    BTreeSet<String>,
+) {
+    match resolved {
+        Err(e) => (Err(e), BTreeSet::new()),
+        Ok(Resolved::Values(needs)) => (
+            render_values(listing, secrets, t, &needs),
+            secret_reads(&needs),
+        ),
+        Ok(Resolved::Template(tpl)) => {
+            let lookup = TemplateLookup::new(listing, Some(secrets), t.path());
+            let out = tpl.render(&lookup);
+            let read = lookup.read.into_inner().expect("not poisoned");
+            // A secret that could not be given is the target's error, not
+            // the template's: never write around it.
+            let content = match lookup.unavailable.into_inner().expect("not poisoned") {
+                Some(e) => Err(e),
+                None => out.map_err(|source| TargetError::Render {
+                    target: t.path().to_path_buf(),
+                    source,
+                }),
+            };
+            (content, read)
+        }
+    }
+}
+
+fn log_full_sync(report: &PassReport, downloaded: usize) {
+    if report.missed.is_empty() {
+        tracing::info!(
+            secrets = downloaded,
+            "full sync: every mapped secret downloaded again; the incremental passes had missed nothing"
+        );
+    } else {
+        tracing::warn!(
+            resources = ?report.missed,
+            "full sync: {} secret(s) had changed although their resource's modified stamp had not; the incremental passes missed them",
+            report.missed.len()
+        );
+    }
 }
 
 /// Renders a raw, dotenv or json target from its resolved values.
@@ -560,10 +617,6 @@ fn render_values(
             .collect()
     };
     match &t.output {
-        Output::Raw(_) => {
-            let n = needs.first().expect("a raw target reads one value");
-            Ok(render::raw::render(&value(n)?))
-        }
         Output::Dotenv { dialect, .. } => {
             render::dotenv::render(&vars()?, *dialect).map_err(|source| TargetError::Render {
                 target: t.path().to_path_buf(),
@@ -571,7 +624,8 @@ fn render_values(
             })
         }
         Output::Json { .. } => Ok(render::json::render(&vars()?)),
-        Output::Template(_) => unreachable!("templates render through their lookup"),
+        // Raw: `requirements` resolved exactly one value.
+        _ => Ok(render::raw::render(&value(&needs[0])?)),
     }
 }
 

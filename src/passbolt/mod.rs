@@ -10,7 +10,7 @@ pub mod model;
 pub mod session;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
@@ -556,8 +556,7 @@ impl Client {
     /// reads. `modified` is part of it, so an edit is decoded again even
     /// if it re-encrypted to identical-looking input.
     fn digest(&self, r: &model::Resource) -> u64 {
-        let mut h = self.digests.build_hasher();
-        (
+        self.digests.hash_one((
             &r.resource_type_id,
             &r.modified,
             &r.metadata,
@@ -567,9 +566,7 @@ impl Client {
             &r.username,
             &r.uri,
             &r.description,
-        )
-            .hash(&mut h);
-        h.finish()
+        ))
     }
 
     /// Folder paths by folder id; v5 folder names are decrypted only when
@@ -593,9 +590,8 @@ impl Client {
         let digests: Vec<u64> = folders
             .iter()
             .map(|f| {
-                let mut h = self.digests.build_hasher();
-                (&f.metadata, &f.metadata_key_id, &f.name, &f.modified).hash(&mut h);
-                h.finish()
+                self.digests
+                    .hash_one((&f.metadata, &f.metadata_key_id, &f.name, &f.modified))
             })
             .collect();
         let known = self.folder_names.lock().expect("not poisoned").clone();

@@ -107,6 +107,28 @@ targets:
 }
 
 #[test]
+fn splay_defaults_to_zero_and_takes_a_duration_up_to_a_day() {
+    use std::time::Duration;
+    assert_eq!(parse(HEAD).unwrap().splay, Duration::ZERO);
+    for (value, expected) in [
+        ("5m", Duration::from_secs(300)),
+        ("1h 30m", Duration::from_secs(5400)),
+        ("\"90s\"", Duration::from_secs(90)),
+        ("0s", Duration::ZERO),
+        ("0", Duration::ZERO),
+        ("24h", Duration::from_secs(86_400)),
+    ] {
+        let c = parse(&format!("{HEAD}splay: {value}\n")).unwrap();
+        assert_eq!(c.splay, expected, "splay: {value}");
+    }
+    // A changed splay is a changed config: a reload applies it.
+    assert_ne!(
+        parse(&format!("{HEAD}splay: 5m\n")).unwrap(),
+        parse(&format!("{HEAD}splay: 4m\n")).unwrap()
+    );
+}
+
+#[test]
 fn yaml_syntax_errors_have_a_position() {
     let msg = positioned("server:\n  url: \"https://x\n", 3, 1);
     assert!(msg.contains("unexpected end of stream"), "{msg}");
@@ -158,6 +180,17 @@ fn bad_values_name_their_position() {
         ("schedule: every 0s\n", 7, 11, "every 0s"),
         ("schedule: \"61 * * * *\"\n", 7, 11, "minute"),
         ("timezone: Mars/Olympus\n", 7, 11, "unknown time zone"),
+        ("splay: soon\n", 7, 8, "splay: duration \"soon\""),
+        (
+            "splay: 25h\n",
+            7,
+            8,
+            "splay \"25h\" is longer than the maximum of 24h",
+        ),
+        ("splay: 24h 1s\n", 7, 8, "longer than the maximum of 24h"),
+        ("splay: 30\n", 7, 8, "splay 30 has no unit"),
+        ("splay: -5\n", 7, 8, "negative"),
+        ("splay: [5m]\n", 7, 8, "a duration such as 5m"),
         (
             "targets:\n  - path: /x\n    format: raw\n    resource: not-a-uuid\n",
             10,

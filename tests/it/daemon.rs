@@ -372,3 +372,71 @@ async fn logs_are_plain_under_journald_and_json_on_request() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_ticks_wait_for_the_hosts_splay_offset_and_a_reload_applies_a_new_splay() {
+    use passbolt_sync::schedule::{HostIdSource, MACHINE_ID_PATH, identify_host, splay_offset};
+
+    let server = devserver(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let who = fixture("bob");
+    let targets = pin_target(dir.path(), "every 1s");
+    let config = write_config(dir.path(), &server, &who, &format!("splay: 3s\n{targets}"));
+    // The daemon runs on this machine: it must find the same id, and so
+    // the same offset, as this test.
+    let (host_id, source) = identify_host(Path::new(MACHINE_ID_PATH));
+    let line = |splay: Duration| {
+        let offset = splay_offset(splay, &host_id);
+        let shown = humantime::format_duration(Duration::from_millis(offset.as_millis() as u64));
+        let splay = humantime::format_duration(splay);
+        let from = match source {
+            HostIdSource::MachineId => format!(" (from {MACHINE_ID_PATH})"),
+            HostIdSource::Hostname => " (from the hostname)".to_string(),
+            HostIdSource::Nothing => ": no machine id".to_string(),
+        };
+        (offset, format!("splay offset {shown} of {splay}{from}"))
+    };
+    let (offset, expected) = line(Duration::from_secs(3));
+
+    let d = Daemon::start(&config, &[("RUST_LOG", "passbolt_sync=debug")]).await;
+    assert!(
+        d.wait_log("first sync complete; ready", 1, Duration::from_secs(15))
+            .await,
+        "{}",
+        d.log()
+    );
+    let ready = Instant::now();
+    assert!(
+        d.wait_log("starting scheduled pass", 1, Duration::from_secs(6))
+            .await,
+        "{}",
+        d.log()
+    );
+    // The first scheduled tick: one interval, then the offset, after the
+    // drivers start (right after READY).
+    let first_tick = ready.elapsed();
+    eprintln!("splay offset {offset:?}; first scheduled pass {first_tick:?} after ready");
+    let due = Duration::from_secs(1) + offset;
+    assert!(
+        first_tick + Duration::from_millis(100) >= due
+            && first_tick <= due + Duration::from_millis(400),
+        "first scheduled pass {first_tick:?} after ready, expected {due:?}\n{}",
+        d.log()
+    );
+    assert_eq!(d.log().matches(&expected).count(), 1, "{}", d.log());
+
+    let (_, expected_after_reload) = line(Duration::from_secs(1));
+    let base = std::fs::read_to_string(&config).unwrap();
+    replace(&config, &base.replace("splay: 3s", "splay: 1s"));
+    assert!(
+        d.wait_log(&expected_after_reload, 1, Duration::from_secs(3))
+            .await,
+        "{}",
+        d.log()
+    );
+    let (code, log) = d.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    if source == HostIdSource::MachineId {
+        assert!(!log.contains(&host_id), "the machine id is logged:\n{log}");
+    }
+}

@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use passbolt_sync::schedule::{PassReason, Schedule, run_schedule};
 use tokio::sync::watch;
 
@@ -10,6 +11,8 @@ struct Probe {
     max_running: AtomicUsize,
     passes: AtomicUsize,
     starts: Mutex<Vec<(Instant, PassReason)>>,
+    /// Wall-clock start of each pass, to measure the phase of cron ticks.
+    wall_starts: Mutex<Vec<DateTime<Utc>>>,
 }
 
 impl Probe {
@@ -19,6 +22,7 @@ impl Probe {
             max_running: AtomicUsize::new(0),
             passes: AtomicUsize::new(0),
             starts: Mutex::new(Vec::new()),
+            wall_starts: Mutex::new(Vec::new()),
         })
     }
 
@@ -27,6 +31,7 @@ impl Probe {
         let now_running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now_running, Ordering::SeqCst);
         self.starts.lock().unwrap().push((Instant::now(), reason));
+        self.wall_starts.lock().unwrap().push(Utc::now());
         tokio::time::sleep(work).await;
         self.passes.fetch_add(1, Ordering::SeqCst);
         self.running.fetch_sub(1, Ordering::SeqCst);
@@ -40,11 +45,21 @@ struct Running {
 }
 
 fn start(schedule: Schedule, probe: &Arc<Probe>, work: Duration) -> Running {
+    start_with_offset(schedule, Duration::ZERO, probe, work)
+}
+
+fn start_with_offset(
+    schedule: Schedule,
+    offset: Duration,
+    probe: &Arc<Probe>,
+    work: Duration,
+) -> Running {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (run_now, run_now_rx) = watch::channel(());
     let probe = Arc::clone(probe);
     let task = tokio::spawn(run_schedule(
         schedule,
+        offset,
         shutdown_rx,
         run_now_rx,
         move |reason| Arc::clone(&probe).pass(reason, work),
@@ -179,6 +194,7 @@ async fn marked_receiver_runs_a_first_pass_at_start() {
     let p = Arc::clone(&probe);
     let task = tokio::spawn(run_schedule(
         parse_hourly(),
+        Duration::ZERO,
         shutdown_rx,
         run_now_rx,
         move |reason| Arc::clone(&p).pass(reason, Duration::ZERO),
@@ -228,7 +244,8 @@ fn parse_hourly() -> Schedule {
 }
 
 async fn wait_for(cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // Long enough for three ticks of a one-second schedule with an offset.
+    let deadline = Instant::now() + Duration::from_secs(5);
     while !cond() {
         assert!(Instant::now() < deadline, "condition not reached in time");
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -254,9 +271,119 @@ async fn already_shut_down_never_runs() {
     let (_run_now, mut run_now_rx) = watch::channel(());
     run_now_rx.mark_changed();
     let p = Arc::clone(&probe);
-    run_schedule(parse_hourly(), shutdown_rx, run_now_rx, move |reason| {
-        Arc::clone(&p).pass(reason, Duration::ZERO)
-    })
+    run_schedule(
+        parse_hourly(),
+        Duration::ZERO,
+        shutdown_rx,
+        run_now_rx,
+        move |reason| Arc::clone(&p).pass(reason, Duration::ZERO),
+    )
     .await;
     assert_eq!(probe.passes.load(Ordering::SeqCst), 0);
+}
+
+const OFFSET: Duration = Duration::from_millis(300);
+
+/// When each pass started, relative to `t0`.
+fn since(t0: Instant, probe: &Probe) -> Vec<Duration> {
+    probe
+        .starts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(at, _)| *at - t0)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_tick_fires_its_offset_after_the_occurrence_without_drifting() {
+    let probe = Probe::new();
+    let t0 = Instant::now();
+    let schedule = Schedule::every(Duration::from_secs(1)).unwrap();
+    let running = start_with_offset(schedule, OFFSET, &probe, Duration::from_millis(10));
+    wait_for(|| probe.passes.load(Ordering::SeqCst) >= 3).await;
+    stop(running).await;
+
+    // Occurrences at 1 s, 2 s, 3 s after the start; ticks 300 ms later.
+    // A driver that computed each next tick from the delayed start plus
+    // the offset again would fire at 1.3, 2.6, 3.9 s.
+    let starts = since(t0, &probe);
+    println!("every 1s with a 300 ms offset, passes at {starts:?}");
+    for (k, at) in starts.iter().take(3).enumerate() {
+        let expected = Duration::from_secs(k as u64 + 1) + OFFSET;
+        assert!(
+            *at >= expected && *at < expected + Duration::from_millis(60),
+            "pass {k} at {at:?}, expected {expected:?}"
+        );
+    }
+    let phases: Vec<u128> = starts.iter().map(|at| at.as_millis() % 1000).collect();
+    println!("phase of each pass within its second: {phases:?} ms");
+}
+
+#[tokio::test]
+async fn cron_ticks_fire_on_the_offset_phase_even_when_it_exceeds_the_period() {
+    let probe = Probe::new();
+    let every_second = Schedule::parse("* * * * * *", None).unwrap();
+    // Longer than the period: each second's tick fires 1.3 s after it, so
+    // ticks still come once a second, 300 ms into it, the first one within
+    // a second (its occurrence is already past when the driver starts).
+    let offset = Duration::from_secs(1) + OFFSET;
+    let t0 = Instant::now();
+    let running = start_with_offset(every_second, offset, &probe, Duration::ZERO);
+    wait_for(|| probe.passes.load(Ordering::SeqCst) >= 3).await;
+    stop(running).await;
+
+    let starts = since(t0, &probe);
+    let walls = probe.wall_starts.lock().unwrap().clone();
+    let reasons: Vec<PassReason> = probe.starts.lock().unwrap().iter().map(|s| s.1).collect();
+    println!("cron every second with a 1.3 s offset, passes at {starts:?}");
+    assert!(starts[0] < Duration::from_millis(1050), "{:?}", starts[0]);
+    for (wall, reason) in walls.iter().zip(&reasons) {
+        let PassReason::Scheduled { due } = reason else {
+            panic!("not scheduled: {reason:?}")
+        };
+        assert_eq!(due.timestamp_subsec_millis(), 300, "due {due}");
+        let late = *wall - *due;
+        assert!(
+            late >= chrono::TimeDelta::zero() && late < chrono::TimeDelta::milliseconds(60),
+            "started {wall}, due {due}"
+        );
+    }
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap > Duration::from_millis(940) && gap < Duration::from_millis(1060),
+            "{gap:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requested_passes_are_not_delayed_and_restart_the_grid_with_the_offset() {
+    let probe = Probe::new();
+    let t0 = Instant::now();
+    let schedule = Schedule::every(Duration::from_secs(1)).unwrap();
+    let running = start_with_offset(schedule, OFFSET, &probe, Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let asked = Instant::now();
+    running.run_now.send_replace(());
+    wait_for(|| probe.passes.load(Ordering::SeqCst) >= 2).await;
+    stop(running).await;
+
+    let starts = probe.starts.lock().unwrap().clone();
+    assert_eq!(starts[0].1, PassReason::RunNow);
+    let latency = starts[0].0 - asked;
+    println!("run-now latency with a 300 ms offset: {latency:?}");
+    assert!(latency < Duration::from_millis(50), "{latency:?}");
+    // The grid restarts at the requested pass: its first tick one interval
+    // plus the offset later (~1.7 s), not on the old grid (1.3 s).
+    assert!(matches!(starts[1].1, PassReason::Scheduled { .. }));
+    let after = starts[1].0 - starts[0].0;
+    let scheduled_at = starts[1].0 - t0;
+    println!("scheduled tick {after:?} after the requested pass, {scheduled_at:?} after start");
+    assert!(
+        after >= Duration::from_secs(1) + OFFSET
+            && after < Duration::from_secs(1) + OFFSET + Duration::from_millis(60),
+        "{after:?}"
+    );
 }

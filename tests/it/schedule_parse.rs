@@ -1,9 +1,13 @@
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
-use passbolt_sync::schedule::{Schedule, ScheduleError};
+use passbolt_sync::schedule::{
+    HostIdSource, MACHINE_ID_PATH, Schedule, ScheduleError, host_identity, identify_host,
+    splay_offset,
+};
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
@@ -443,4 +447,144 @@ fn named_zone_shifts_with_dst() {
         tokyo.next_after(utc(2027, 7, 15, 0, 0, 0)),
         Some(utc(2027, 7, 15, 15, 0, 0))
     );
+}
+
+const FIVE_MINUTES: Duration = Duration::from_secs(300);
+
+/// Machine ids the way systemd writes them (32 lower-case hex digits of a
+/// random 128-bit value), from a fixed-seed xorshift generator so the test
+/// sees the same fleet on every run.
+fn synthetic_machine_ids(n: usize) -> Vec<String> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|_| format!("{:016x}{:016x}", next(), next()))
+        .collect()
+}
+
+/// How many of `ids` fall in each tenth of the splay.
+fn tenths(ids: &[String]) -> [usize; 10] {
+    let mut buckets = [0; 10];
+    for id in ids {
+        let offset = splay_offset(FIVE_MINUTES, id);
+        assert!(offset < FIVE_MINUTES, "{id}: {offset:?}");
+        buckets[(offset.as_nanos() * 10 / FIVE_MINUTES.as_nanos()) as usize] += 1;
+    }
+    buckets
+}
+
+#[test]
+fn splay_offset_is_stable_for_one_id_and_within_the_splay() {
+    // Computed independently (FNV-1a 64, SplitMix64 finalizer,
+    // multiply-shift). These must never change: every host of a fleet
+    // would move to a new offset on upgrade, and two versions side by side
+    // would no longer spread.
+    let pinned: &[(&str, Duration, u64)] = &[
+        (
+            "3d1219c7c4c5404aaa1f6d2a48adfda4",
+            FIVE_MINUTES,
+            36_587_190_268,
+        ),
+        ("web-0001", FIVE_MINUTES, 255_650_888_657),
+        ("", FIVE_MINUTES, 287_302_027_572),
+        (
+            "b08dfa6083e7567a1921a715000001fb",
+            Duration::from_secs(86_400),
+            56_250_045_266_405,
+        ),
+    ];
+    for (id, splay, nanos) in pinned {
+        assert_eq!(
+            splay_offset(*splay, id),
+            Duration::from_nanos(*nanos),
+            "{id:?}"
+        );
+        assert_eq!(splay_offset(*splay, id), splay_offset(*splay, id));
+    }
+    for splay in [
+        Duration::from_nanos(1),
+        Duration::from_millis(1),
+        Duration::from_secs(1),
+        FIVE_MINUTES,
+        Duration::from_secs(86_400),
+    ] {
+        for id in synthetic_machine_ids(1000) {
+            assert!(splay_offset(splay, &id) < splay, "{id} within {splay:?}");
+        }
+    }
+}
+
+#[test]
+fn zero_splay_gives_zero_offset() {
+    for id in ["", "web-0001", "3d1219c7c4c5404aaa1f6d2a48adfda4"] {
+        assert_eq!(splay_offset(Duration::ZERO, id), Duration::ZERO);
+    }
+}
+
+#[test]
+fn a_fleet_of_ten_thousand_spreads_evenly_over_the_splay() {
+    // 10,000 hosts in 10 buckets: 1000 each, one standard deviation is 30;
+    // 150 is five of them.
+    let machine_ids = synthetic_machine_ids(10_000);
+    assert_eq!(
+        machine_ids.iter().collect::<HashSet<_>>().len(),
+        10_000,
+        "distinct ids"
+    );
+    // Hostnames that differ only in their last digits are the hard case
+    // for a plain FNV hash (buckets from 500 to 1500 without the finalizer).
+    let hostnames: Vec<String> = (0..10_000).map(|i| format!("web-{i:05}")).collect();
+    for (what, ids) in [("machine ids", &machine_ids), ("hostnames", &hostnames)] {
+        let buckets = tenths(ids);
+        println!("{what} per tenth of the splay: {buckets:?}");
+        for (i, n) in buckets.iter().enumerate() {
+            assert!((850..=1150).contains(n), "{what}: tenth {i} has {n}");
+        }
+    }
+}
+
+#[test]
+fn host_identity_is_the_machine_id_else_the_hostname() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("machine-id");
+    std::fs::write(&file, "  3d1219c7c4c5404aaa1f6d2a48adfda4\n").unwrap();
+    assert_eq!(
+        identify_host(&file),
+        (
+            "3d1219c7c4c5404aaa1f6d2a48adfda4".to_string(),
+            HostIdSource::MachineId
+        )
+    );
+
+    let hostname = nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(!hostname.is_empty());
+    // Missing, empty, blank, or the first-boot placeholder all fall back.
+    let missing = dir.path().join("absent");
+    for content in [None, Some(""), Some(" \n"), Some("uninitialized\n")] {
+        if let Some(content) = content {
+            std::fs::write(&file, content).unwrap();
+        }
+        let path = if content.is_some() { &file } else { &missing };
+        assert_eq!(
+            identify_host(path),
+            (hostname.clone(), HostIdSource::Hostname),
+            "{content:?}"
+        );
+    }
+
+    // This machine's own id, by the same rule.
+    let expected = match std::fs::read_to_string(MACHINE_ID_PATH) {
+        Ok(id) if !id.trim().is_empty() && id.trim() != "uninitialized" => id.trim().to_string(),
+        _ => hostname,
+    };
+    assert_eq!(host_identity(), expected);
+    assert_eq!(identify_host(Path::new(MACHINE_ID_PATH)).0, expected);
 }
