@@ -29,6 +29,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     #[error("{0}")]
     Other(String),
 }

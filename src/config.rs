@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
+pub mod captured;
+
 use crate::hooks::HookCommand;
 use crate::render::dotenv::Dialect;
 use crate::schedule::Schedule;
@@ -515,7 +517,8 @@ impl Auth {
     }
 
     /// The passphrase, from its file (one trailing newline dropped) or
-    /// its environment variable; `None` for an unprotected key.
+    /// its environment variable (as captured at start-up, see
+    /// [`captured`]); `None` for an unprotected key.
     pub fn read_passphrase(&self) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, ConfigError> {
         if let Some(file) = &self.passphrase_file {
             let path = expand(file)?;
@@ -533,6 +536,13 @@ impl Auth {
             return Ok(Some(zeroize::Zeroizing::new(data)));
         }
         if let Some(name) = &self.passphrase_env {
+            if let Some(value) = captured::value(name) {
+                return Ok(Some(value));
+            }
+            // Named only by a reload: it stays in the environment, which
+            // cannot be changed soundly now that threads run; children are
+            // still kept from it.
+            captured::note(name);
             return match std::env::var_os(name) {
                 Some(v) => Ok(Some(zeroize::Zeroizing::new(v.into_encoded_bytes()))),
                 None => Err(ConfigError::PassphraseEnvMissing { name: name.clone() }),

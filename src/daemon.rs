@@ -256,6 +256,9 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Config, Plan), AppError> {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(path: PathBuf) -> Result<bool, AppError> {
+    // Before anything else: a second daemon on this config must not log in
+    // or write a file. Held until `run` returns.
+    let _instance = crate::lock::InstanceLock::acquire(&path)?;
     let bytes = std::fs::read(&path).map_err(|source| crate::config::ConfigError::Read {
         path: path.clone(),
         source,

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::commands::{self, AppError};
 use crate::config::Config;
-use crate::devserver::{self, Account, DevServer, seed::ids};
+use crate::devserver::seed::{GENERATED_PER_FOLDER, ids};
+use crate::devserver::{self, Account, DevServer};
 use crate::pgp::{self, CipherSuite};
 
 pub struct DemoAccount {
@@ -18,10 +19,12 @@ pub struct DemoAccount {
 }
 
 /// Generates the demo accounts (RSA-3072 and Curve25519) and starts the
-/// dev server for them.
+/// dev server for them, with the sample set and `generated` more resources
+/// (`devserver::seed::generated`).
 pub async fn start(
     dir: &Path,
     opts: devserver::Options,
+    generated: usize,
 ) -> Result<(DevServer, Vec<DemoAccount>), AppError> {
     let mut accounts = Vec::new();
     let mut demo = Vec::new();
@@ -58,14 +61,14 @@ pub async fn start(
         });
     }
     let readers: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
-    let server = DevServer::start(
-        opts,
-        accounts,
-        devserver::seed::sample_folders(),
-        devserver::seed::sample_resources(&readers),
-    )
-    .await
-    .map_err(|e| AppError::Other(e.to_string()))?;
+    let mut folders = devserver::seed::sample_folders();
+    let mut resources = devserver::seed::sample_resources(&readers);
+    let (more_folders, more_resources) = devserver::seed::generated(generated, &readers);
+    folders.extend(more_folders);
+    resources.extend(more_resources);
+    let server = DevServer::start(opts, accounts, folders, resources)
+        .await
+        .map_err(|e| AppError::Other(e.to_string()))?;
     Ok((server, demo))
 }
 
@@ -82,15 +85,18 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), AppError> {
         .map_err(|e| AppError::Other(format!("{}: {e}", path.display())))
 }
 
-/// A config for `account` with targets of every format into `out_dir`.
+/// A config for `account` with targets of every format into `out_dir`;
+/// with `generated` resources, also a commented target for one folder of
+/// them.
 pub fn config_text(
     server: &DevServer,
     account: &DemoAccount,
     out_dir: &Path,
     template: &Path,
+    generated: usize,
 ) -> String {
     let out = out_dir.display();
-    format!(
+    let mut text = format!(
         r#"# Written by `passbolt-sync demo` for its built-in dev server.
 server:
   url: {url}
@@ -142,7 +148,33 @@ targets:
         pin = ids::V5_PIN,
         note = ids::V5_NOTE,
         template = template.display(),
-    )
+    );
+    if generated > 0 {
+        let count = generated.min(GENERATED_PER_FOLDER);
+        text.push_str(&format!(
+            r#"  # The generated resources: one variable per resource of one folder
+  # ({count}: GEN_00001, ...). Uncomment to sync them.
+  # - path: {out}/generated.env
+  #   format: dotenv
+  #   folder: Generated/gen-000
+"#
+        ));
+    }
+    text
+}
+
+/// The `resources` table without the rows of generated resources (their
+/// folder, the last column, is under `Generated`), and their count instead.
+fn write_without_generated(
+    listing: &[u8],
+    generated: usize,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let listing = String::from_utf8_lossy(listing);
+    for line in listing.lines().filter(|l| !l.contains("  Generated/")) {
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out, "... and {generated} generated resources in Generated/")
 }
 
 pub const TEMPLATE: &str = r#"# rendered by passbolt-sync
@@ -156,12 +188,18 @@ otpauth = {{ secret("Cloud console", "totp_uri") }}
 "#;
 
 /// Runs the demo in `dir`. With `serve`, keeps the server running until
-/// interrupted and prints how to point `run` at it.
-pub async fn run(dir: &Path, serve: bool, out: &mut dyn Write) -> Result<bool, AppError> {
+/// interrupted and prints how to point `run` at it. `generated` resources
+/// are seeded besides the sample set (listed by count, not one by one).
+pub async fn run(
+    dir: &Path,
+    serve: bool,
+    generated: usize,
+    out: &mut dyn Write,
+) -> Result<bool, AppError> {
     let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
     std::fs::create_dir_all(dir).map_err(|e| AppError::Other(format!("{}: {e}", dir.display())))?;
     let started = std::time::Instant::now();
-    let (server, accounts) = start(dir, devserver::Options::default()).await?;
+    let (server, accounts) = start(dir, devserver::Options::default(), generated).await?;
     writeln!(
         out,
         "dev server listening on {} (server key {}), started in {} ms",
@@ -170,6 +208,13 @@ pub async fn run(dir: &Path, serve: bool, out: &mut dyn Write) -> Result<bool, A
         started.elapsed().as_millis()
     )
     .map_err(w)?;
+    if generated > 0 {
+        writeln!(
+            out,
+            "seeded {generated} generated resources besides the sample set, {GENERATED_PER_FOLDER} to a folder: Generated/gen-000, ..."
+        )
+        .map_err(w)?;
+    }
     let template = dir.join("config.ini.tmpl");
     std::fs::write(&template, TEMPLATE)
         .map_err(|e| AppError::Other(format!("{}: {e}", template.display())))?;
@@ -179,8 +224,11 @@ pub async fn run(dir: &Path, serve: bool, out: &mut dyn Write) -> Result<bool, A
         std::fs::create_dir_all(&out_dir)
             .map_err(|e| AppError::Other(format!("{}: {e}", out_dir.display())))?;
         let path = dir.join(format!("sync-{}.yaml", account.label));
-        std::fs::write(&path, config_text(&server, account, &out_dir, &template))
-            .map_err(|e| AppError::Other(format!("{}: {e}", path.display())))?;
+        std::fs::write(
+            &path,
+            config_text(&server, account, &out_dir, &template, generated),
+        )
+        .map_err(|e| AppError::Other(format!("{}: {e}", path.display())))?;
         configs.push((account, path, out_dir));
     }
     let mut ok = true;
@@ -194,7 +242,13 @@ pub async fn run(dir: &Path, serve: bool, out: &mut dyn Write) -> Result<bool, A
         )
         .map_err(w)?;
         let t = std::time::Instant::now();
-        commands::resources(&config, false, out).await?;
+        if generated == 0 {
+            commands::resources(&config, false, out).await?;
+        } else {
+            let mut listing = Vec::new();
+            commands::resources(&config, false, &mut listing).await?;
+            write_without_generated(&listing, generated, out).map_err(w)?;
+        }
         writeln!(out, "({} ms, including login)", t.elapsed().as_millis()).map_err(w)?;
     }
     let (_, path, out_dir) = &configs[0];
@@ -247,6 +301,14 @@ pub async fn run(dir: &Path, serve: bool, out: &mut dyn Write) -> Result<bool, A
     .map_err(w)?;
     ok &= commands::once(&config, false, out).await?;
     if serve {
+        if generated > 0 {
+            writeln!(
+                out,
+                "\n{} has a commented target for the folder Generated/gen-000.",
+                path.display()
+            )
+            .map_err(w)?;
+        }
         writeln!(out, "\nthe dev server keeps running; in another shell:\n  passbolt-sync run -c {}\nCtrl-C stops it.", path.display()).map_err(w)?;
         out.flush().map_err(w)?;
         let _ = tokio::signal::ctrl_c().await;

@@ -1,9 +1,11 @@
 //! Reload commands run after a target's content changed.
 //!
-//! A hook runs in its own process group with stdin closed and its output
-//! captured. When it outlives its timeout the whole group is killed, so a
-//! shell script's children go with it. Hook output can contain secrets, so
-//! it is logged at DEBUG only and never put into an error.
+//! A hook is a child process as `crate::process` makes them (own process
+//! group, stdin from `/dev/null`, none of the daemon's secrets), told which
+//! file changed, with its output captured. When it outlives its timeout the
+//! whole group is killed, so a shell script's children go with it. Hook
+//! output can contain secrets, so it is logged at DEBUG only and never put
+//! into an error.
 
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
@@ -11,12 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 use zeroize::Zeroizing;
+
+use crate::process::{self, WaitError};
 
 /// The environment variable that tells a hook which file changed.
 pub const TARGET_ENV: &str = "PASSBOLT_SYNC_TARGET";
@@ -105,30 +106,12 @@ fn describe(status: &ExitStatus) -> String {
     }
 }
 
-/// Kills the hook's process group if `run` is abandoned (its future
-/// dropped) before the hook was reaped.
-struct GroupGuard {
-    pgid: Option<Pid>,
-}
-
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Runs `cmd` for the changed file `target`, with the parent's environment
-/// plus `PASSBOLT_SYNC_TARGET`. A non-zero exit is [`HookError::Failed`];
-/// a hook still running after `timeout` is killed with its whole process
-/// group and is [`HookError::TimedOut`].
+/// Runs `cmd` for the changed file `target`, as a child set up by
+/// [`crate::process`] (the daemon's environment minus its passphrase
+/// variables, stdin from `/dev/null`, no inherited descriptor beyond 0-2,
+/// its own process group) with `PASSBOLT_SYNC_TARGET` added. A non-zero
+/// exit is [`HookError::Failed`]; a hook still running after `timeout` is
+/// killed with its whole process group and is [`HookError::TimedOut`].
 pub async fn run(
     cmd: &HookCommand,
     timeout: Duration,
@@ -141,68 +124,48 @@ pub async fn run(
                     target: target.to_owned(),
                 });
             };
-            let mut c = Command::new(program);
+            let mut c = process::command(program);
             c.args(args);
             c
         }
         HookCommand::Shell(script) => {
-            let mut c = Command::new(SHELL);
+            let mut c = process::command(SHELL);
             c.arg("-c").arg(script);
             c
         }
     };
     command
         .env(TARGET_ENV, target)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
 
     // The command is configuration, not a secret, but it stays at DEBUG
     // with the output in case someone put a credential on a command line.
     tracing::debug!(target_path = %target.display(), command = %cmd, "running hook");
     let started = Instant::now();
-    let mut child = command.spawn().map_err(|source| HookError::Spawn {
+    let mut child = process::Child::spawn(&mut command).map_err(|source| HookError::Spawn {
         program: cmd.program().to_owned(),
         target: target.to_owned(),
         source,
     })?;
-    // With process_group(0) the child leads a group whose id is its pid.
-    let mut group = GroupGuard {
-        pgid: child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw),
-    };
-    let stdout = tokio::spawn(collect(child.stdout.take()));
-    let stderr = tokio::spawn(collect(child.stderr.take()));
+    let stdout = tokio::spawn(collect(child.take_stdout()));
+    let stderr = tokio::spawn(collect(child.take_stderr()));
 
-    let waited = tokio::time::timeout(timeout, child.wait()).await;
-    let status = match waited {
-        Ok(Ok(status)) => {
-            // Reaped: the pid may be reused from now on, so no more killpg.
-            group.pgid = None;
-            status
-        }
-        Ok(Err(source)) => {
-            group.kill();
-            let _ = child.wait().await;
+    let status = match child.wait_or_kill(timeout).await {
+        Ok(status) => status,
+        Err(WaitError::Io(source)) => {
             return Err(HookError::Wait {
                 target: target.to_owned(),
                 source,
             });
         }
-        Err(_) => {
-            // Killed before reaping, so the group id cannot have been reused.
-            group.kill();
-            let _ = child.wait().await;
+        Err(WaitError::TimedOut(after)) => {
             log_output(target, stdout, stderr).await;
-            tracing::warn!(target_path = %target.display(), timeout = ?timeout,
+            tracing::warn!(target_path = %target.display(), timeout = ?after,
                 "hook timed out; its process group was killed");
             return Err(HookError::TimedOut {
                 target: target.to_owned(),
-                after: timeout,
+                after,
             });
         }
     };

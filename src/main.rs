@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use passbolt_sync::commands::{self, AppError};
+use passbolt_sync::config::{Config, captured};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -71,6 +72,9 @@ enum Command {
         /// Keep the dev server running after the demo
         #[arg(long)]
         serve: bool,
+        /// Also seed N generated resources (500 to a folder Generated/gen-000, ...)
+        #[arg(long, value_name = "N", default_value_t = 0, requires = "serve")]
+        resources: usize,
     },
 }
 
@@ -113,6 +117,7 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
     match cli.command {
         Command::Run { config } => passbolt_sync::daemon::run(config).await,
         Command::Once { config, dry_run } => {
+            // No instance lock, so that it can run beside the daemon: see `lock`.
             let cfg = commands::load_config(&config)?;
             commands::once(&cfg, dry_run, &mut stdout).await
         }
@@ -126,7 +131,11 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
                 .await
                 .map(|()| true)
         }
-        Command::Demo { dir, serve } => {
+        Command::Demo {
+            dir,
+            serve,
+            resources,
+        } => {
             let (dir, _keep) = match dir {
                 Some(d) => (d, None),
                 None => {
@@ -139,13 +148,42 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
                     (t.path().to_path_buf(), Some(t))
                 }
             };
-            passbolt_sync::demo::run(&dir, serve, &mut stdout).await
+            passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await
         }
     }
 }
 
+/// Takes `auth.passphrase_env` out of the environment (see
+/// `config::captured`). A config that cannot be loaded is skipped: the
+/// command reports it.
+fn capture_passphrase(command: &Command) {
+    let (Command::Run { config }
+    | Command::Once { config, .. }
+    | Command::Check { config, .. }
+    | Command::Resources { config, .. }) = command
+    else {
+        return;
+    };
+    let Some(name) = Config::load(config)
+        .ok()
+        .and_then(|c| c.auth.passphrase_env)
+    else {
+        return;
+    };
+    // SAFETY: called from `main` before the runtime (or anything else)
+    // starts a thread.
+    unsafe { captured::capture_passphrase_env(&name) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every command may hold the key, the passphrase or secrets in memory.
+    if let Err(e) = passbolt_sync::process::harden() {
+        eprintln!("passbolt-sync: {e}");
+        return ExitCode::from(1);
+    }
+    // Only while this process has one thread can its environment change.
+    capture_passphrase(&cli.command);
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

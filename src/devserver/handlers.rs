@@ -14,7 +14,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Event, RefreshRow, State};
+use super::query::{Query, is_uuid};
+use super::{Event, RefreshRow, State, StoredResource};
 use crate::passbolt::model::{ChallengeRequest, Claims};
 
 pub(super) fn router(state: Arc<State>) -> Router {
@@ -25,16 +26,12 @@ const OK: &str = "The operation was successful.";
 const AUTH_REQUIRED: &str = "Authentication is required to continue";
 const INVALID_CREDENTIALS: &str = "The credentials are invalid.";
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-fn envelope(status: StatusCode, path: &str, message: &str, body: Value) -> Response {
+fn envelope(state: &State, status: StatusCode, path: &str, message: &str, body: Value) -> Response {
     let ok = status.is_success();
     let mut header = json!({
         "id": uuid::Uuid::new_v4().to_string(),
         "status": if ok { "success" } else { "error" },
-        "servertime": now(),
+        "servertime": state.clock.now(),
         "action": uuid::Uuid::new_v4().to_string(),
         "message": message,
         "url": path,
@@ -62,12 +59,12 @@ fn envelope(status: StatusCode, path: &str, message: &str, body: Value) -> Respo
     resp
 }
 
-fn error(status: StatusCode, path: &str, message: &str) -> Response {
-    envelope(status, path, message, Value::String(String::new()))
+fn error(state: &State, status: StatusCode, path: &str, message: &str) -> Response {
+    envelope(state, status, path, message, Value::String(String::new()))
 }
 
-fn success(path: &str, body: Value) -> Response {
-    envelope(StatusCode::OK, path, OK, body)
+fn success(state: &State, path: &str, body: Value) -> Response {
+    envelope(state, StatusCode::OK, path, OK, body)
 }
 
 async fn dispatch(
@@ -94,6 +91,7 @@ async fn dispatch(
         )
             .into_response(),
         Some(code) => error(
+            &state,
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &path,
             "An internal error occurred.",
@@ -116,16 +114,14 @@ async fn route(
     body: &Bytes,
 ) -> Response {
     let path = uri.path();
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+    let query = Query::parse(uri.query());
     match (method.clone(), path) {
         (Method::GET, "/auth/verify.json") => verify(state, path),
         (Method::GET, "/healthcheck/status.json") => {
-            envelope(StatusCode::OK, path, "OK", json!("OK"))
+            envelope(state, StatusCode::OK, path, "OK", json!("OK"))
         }
         (Method::GET, "/settings.json") => success(
+            state,
             path,
             json!({"app": {"url": format!("{}/", state.base_url)},
                    "passbolt": {"plugins": {"jwtAuthentication": {"enabled": true}}}}),
@@ -149,11 +145,13 @@ async fn route(
             Err(r) => r,
         },
         (_, _) if !path.ends_with(".json") => error(
+            state,
             StatusCode::NOT_FOUND,
             path,
             "Please use .json extension in URL or accept application/json.",
         ),
         _ => error(
+            state,
             StatusCode::NOT_FOUND,
             path,
             "The requested address was not found.",
@@ -168,6 +166,7 @@ fn verify(state: &State, path: &str) -> Response {
         state.server_key.public()
     };
     success(
+        state,
         path,
         json!({"fingerprint": key.fingerprint(), "keydata": key.armored()}),
     )
@@ -175,7 +174,7 @@ fn verify(state: &State, path: &str) -> Response {
 
 /// The bearer token's user, or the 401 (or MFA 302) the real server gives.
 fn authenticate(state: &State, path: &str, headers: &HeaderMap) -> Result<String, Response> {
-    let unauthorized = || error(StatusCode::UNAUTHORIZED, path, AUTH_REQUIRED);
+    let unauthorized = || error(state, StatusCode::UNAUTHORIZED, path, AUTH_REQUIRED);
     {
         let mut data = state.data();
         if data.faults.unauthorized_next > 0 {
@@ -189,7 +188,7 @@ fn authenticate(state: &State, path: &str, headers: &HeaderMap) -> Result<String
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
     let claims: Claims = state.jwt.verify(token).ok_or_else(unauthorized)?;
-    if claims.exp <= now() || state.account(&claims.sub).is_none() {
+    if claims.exp <= state.clock.now() || state.account(&claims.sub).is_none() {
         return Err(unauthorized());
     }
     if state.data().mfa_pending.contains(token) {
@@ -213,7 +212,7 @@ fn issue_access_token(state: &State, user_id: &str) -> String {
     let token = state.jwt.issue(&Claims {
         iss: format!("{}/", state.base_url),
         sub: user_id.to_string(),
-        exp: now() + state.opts.access_token_ttl.as_secs() as i64,
+        exp: state.clock.now() + state.opts.access_token_ttl.as_secs() as i64,
     });
     state.data().issued.push(token.clone());
     token
@@ -227,14 +226,10 @@ fn new_refresh_token(state: &State, user_id: &str) -> String {
         RefreshRow {
             user_id: user_id.to_string(),
             active: true,
-            created: now(),
+            created: state.clock.now(),
         },
     );
     token
-}
-
-fn is_uuid(s: &str) -> bool {
-    uuid::Uuid::parse_str(s).is_ok()
 }
 
 async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
@@ -242,6 +237,7 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
         Ok(v) => v,
         Err(_) => {
             return error(
+                &state,
                 StatusCode::BAD_REQUEST,
                 path,
                 "This is not a valid Ajax/Json request.",
@@ -258,7 +254,7 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
             user_id: user_id.clone(),
             reason: reason.to_string(),
         });
-        error(StatusCode::BAD_REQUEST, path, INVALID_CREDENTIALS)
+        error(&state, StatusCode::BAD_REQUEST, path, INVALID_CREDENTIALS)
     };
     if !is_uuid(&user_id) {
         return reject("The user id is missing or invalid.");
@@ -269,6 +265,7 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
             reason: "The user does not exist or has been deleted.".into(),
         });
         return error(
+            &state,
             StatusCode::NOT_FOUND,
             path,
             "The user does not exist or is not active or has been deleted.",
@@ -320,10 +317,10 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
     let Some(expiry) = expiry else {
         return reject("Invalid verify token expiry.");
     };
-    if expiry > now() + 3600 {
+    if expiry > state.clock.now() + 3600 {
         return reject("Invalid verify token expiry.");
     }
-    if expiry < now() {
+    if expiry < state.clock.now() {
         return reject("Attempt to access an expired verify token.");
     }
     if !is_uuid(&challenge.verify_token) {
@@ -366,6 +363,7 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
         Ok(armored) => {
             state.data().events.push(Event::Login { user_id });
             envelope(
+                &state,
                 StatusCode::OK,
                 path,
                 "The authentication was a success.",
@@ -373,6 +371,7 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
             )
         }
         Err(_) => error(
+            &state,
             StatusCode::INTERNAL_SERVER_ERROR,
             path,
             "An internal error occurred.",
@@ -388,7 +387,7 @@ fn consume_refresh_token(
     user_id: Option<&str>,
     token: &str,
 ) -> Result<(), Response> {
-    let bad = |message: &str| error(StatusCode::BAD_REQUEST, path, message);
+    let bad = |message: &str| error(state, StatusCode::BAD_REQUEST, path, message);
     let mut data = state.data();
     let row = data
         .refresh_tokens
@@ -410,7 +409,9 @@ fn consume_refresh_token(
             });
             Err(bad("The refresh token provided was already used."))
         }
-        Some(row) if row.created + state.opts.refresh_token_ttl.as_secs() as i64 <= now() => {
+        Some(row)
+            if row.created + state.opts.refresh_token_ttl.as_secs() as i64 <= state.clock.now() =>
+        {
             row.active = false;
             Err(bad("Expired refresh token provided."))
         }
@@ -429,6 +430,7 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
         .any(|c| c.split(';').any(|p| p.trim().starts_with("refresh_token=")));
     if has_cookie {
         return error(
+            state,
             StatusCode::FORBIDDEN,
             path,
             "Missing or incorrect CSRF cookie type.",
@@ -442,6 +444,7 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
     let user_id = request.get("user_id").and_then(Value::as_str).unwrap_or("");
     if !is_uuid(token) {
         return error(
+            state,
             StatusCode::BAD_REQUEST,
             path,
             "The refresh token should be a valid UUID.",
@@ -449,6 +452,7 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
     }
     if !is_uuid(user_id) {
         return error(
+            state,
             StatusCode::BAD_REQUEST,
             path,
             "The user ID should be a valid UUID.",
@@ -466,10 +470,10 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
         user_id: user_id.to_string(),
         token: token.to_string(),
     });
-    let mut resp = success(path, json!({"access_token": access_token}));
+    let mut resp = success(state, path, json!({"access_token": access_token}));
     if !state.data().faults.omit_refresh_cookie {
         let expires =
-            httpdate::fmt_http_date(std::time::SystemTime::now() + state.opts.refresh_token_ttl);
+            httpdate::fmt_http_date(state.clock.system_time() + state.opts.refresh_token_ttl);
         let cookie = format!(
             "refresh_token={next}; expires={expires}; Max-Age={}; path=/; secure; HttpOnly",
             state.opts.refresh_token_ttl.as_secs()
@@ -508,26 +512,13 @@ fn logout(state: &State, path: &str, user_id: &str, body: &Bytes) -> Response {
             });
         }
     }
-    success(path, Value::String(String::new()))
+    success(state, path, Value::String(String::new()))
 }
 
-fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) -> Response {
-    let has = |key: &str| query.iter().any(|(k, _)| k == key);
+fn read(state: &State, path: &str, query: &Query, user_id: &str) -> Response {
     match path {
-        "/users/me.json" => {
-            let account = state.account(user_id).expect("authenticated user exists");
-            success(path,
-                json!({
-                    "id": account.id, "username": account.username, "active": true, "deleted": false,
-                    "is_mfa_enabled": !account.mfa.is_empty(),
-                    "gpgkey": {
-                        "id": super::seed::gpgkey_id(&account.id), "user_id": account.id,
-                        "armored_key": account.key.armored(), "fingerprint": account.key.fingerprint(),
-                    },
-                }),
-            )
-        }
-        "/resource-types.json" => success(path,
+        "/users/me.json" => me(state, path, query, user_id),
+        "/resource-types.json" => success(state, path,
             Value::Array(
                 super::seed::RESOURCE_TYPES
                     .iter()
@@ -535,35 +526,22 @@ fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) ->
                     .collect(),
             ),
         ),
-        "/resources.json" => {
-            let ids: Vec<&str> = query
-                .iter()
-                .filter(|(k, _)| k == "filter[has-id][]" || k == "filter[has-id]")
-                .map(|(_, v)| v.as_str())
-                .collect();
-            let data = state.data();
-            let items: Vec<Value> = data
-                .resources
-                .iter()
-                .filter(|r| r.seed.readers.iter().any(|u| u == user_id))
-                .filter(|r| !has("filter[has-id][]") && !has("filter[has-id]") || ids.contains(&r.seed.id.as_str()))
-                .map(|r| resource_json(r, user_id, has("contain[secret]")))
-                .collect();
-            drop(data);
-            success(path, Value::Array(items))
-        }
+        "/resources.json" => resources_index(state, path, query, user_id),
         "/folders.json" => {
             let data = state.data();
             let items: Vec<Value> = data
                 .folders
-                .iter()
+                .values()
                 .map(|f| {
-                    let mut v = json!({"id": f.seed.id, "folder_parent_id": f.seed.parent, "personal": false});
+                    let mut v = json!({
+                        "id": f.seed.id, "folder_parent_id": f.seed.parent, "personal": false,
+                        "created": f.created, "modified": f.modified,
+                    });
                     match &f.metadata {
                         Some(m) => {
-                            v["metadata"] = json!(m);
-                            v["metadata_key_id"] = json!(state.metadata_key_id);
-                            v["metadata_key_type"] = json!("shared_key");
+                            v["metadata"] = json!(m.armored);
+                            v["metadata_key_id"] = json!(m.key_id);
+                            v["metadata_key_type"] = json!(m.key_type);
                         }
                         None => v["name"] = json!(f.seed.name),
                     }
@@ -571,67 +549,194 @@ fn read(state: &State, path: &str, query: &[(String, String)], user_id: &str) ->
                 })
                 .collect();
             drop(data);
-            success(path, Value::Array(items))
+            success(state, path, Value::Array(items))
         }
         "/metadata/keys.json" => {
-            let envelope = state.data().metadata_envelopes.get(user_id).cloned();
-            let privates = if has("contain[metadata_private_keys]") {
-                envelope
-                    .map(|data| vec![json!({"id": uuid::Uuid::new_v4().to_string(), "metadata_key_id": state.metadata_key_id, "user_id": user_id, "data": data})])
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            success(path,
-                json!([{
-                    "id": state.metadata_key_id,
-                    "fingerprint": state.metadata_key.fingerprint(),
-                    "armored_key": state.metadata_key.public().armored(),
-                    "expired": null, "deleted": null,
-                    "metadata_private_keys": privates,
-                }]),
-            )
+            let with_private = query.contains("metadata_private_keys");
+            let data = state.data();
+            let items: Vec<Value> = data
+                .metadata_keys
+                .iter()
+                .map(|k| {
+                    // Only the caller's own copy, if they have one.
+                    let privates: Vec<Value> = k
+                        .private_keys
+                        .get(user_id)
+                        .filter(|_| with_private)
+                        .map(|p| json!({
+                            "id": p.id, "metadata_key_id": k.id, "user_id": user_id, "data": p.data,
+                            "created": p.created, "modified": p.created,
+                        }))
+                        .into_iter()
+                        .collect();
+                    json!({
+                        "id": k.id,
+                        "fingerprint": k.public.fingerprint(),
+                        "armored_key": k.public.armored(),
+                        "created": k.created, "modified": k.modified,
+                        "expired": k.expired, "deleted": null,
+                        "metadata_private_keys": privates,
+                    })
+                })
+                .collect();
+            drop(data);
+            success(state, path, Value::Array(items))
         }
-        "/metadata/session-keys.json" => success(path, json!([])),
+        "/metadata/session-keys.json" => success(state, path, json!([])),
         _ => {
             if let Some(id) = path.strip_prefix("/secrets/resource/").and_then(|p| p.strip_suffix(".json")) {
-                if !is_uuid(id) {
-                    return error(StatusCode::BAD_REQUEST, path, "The resource identifier should be a valid UUID.");
-                }
-                let data = state.data();
-                let secret = data
-                    .resources
-                    .iter()
-                    .find(|r| r.seed.id == id)
-                    .and_then(|r| r.secrets.get(user_id).map(|s| (r.seed.id.clone(), s.clone())));
-                drop(data);
-                return match secret {
-                    Some((rid, s)) => success(path, json!({"id": uuid::Uuid::new_v4().to_string(), "user_id": user_id, "resource_id": rid, "data": s})),
-                    None => error(StatusCode::NOT_FOUND, path, "The secret does not exist."),
-                };
+                return secret_view(state, path, id, user_id);
             }
             if let Some(id) = path.strip_prefix("/resources/").and_then(|p| p.strip_suffix(".json")) {
-                if !is_uuid(id) {
-                    return error(StatusCode::BAD_REQUEST, path, "The resource identifier should be a valid UUID.");
-                }
-                let data = state.data();
-                let item = data
-                    .resources
-                    .iter()
-                    .find(|r| r.seed.id == id && r.seed.readers.iter().any(|u| u == user_id))
-                    .map(|r| resource_json(r, user_id, has("contain[secret]")));
-                drop(data);
-                return match item {
-                    Some(v) => success(path, v),
-                    None => error(StatusCode::NOT_FOUND, path, "The resource does not exist."),
-                };
+                return resource_view(state, path, query, id, user_id);
             }
-            error(StatusCode::NOT_FOUND, path, "The requested address was not found.")
+            error(state, StatusCode::NOT_FOUND, path, "The requested address was not found.")
         }
     }
 }
 
-fn resource_json(r: &super::StoredResource, user_id: &str, with_secret: bool) -> Value {
+fn me(state: &State, path: &str, query: &Query, user_id: &str) -> Response {
+    let account = state.account(user_id).expect("authenticated user exists");
+    let mut body = json!({
+        "id": account.id, "username": account.username, "active": true, "deleted": false,
+        "is_mfa_enabled": !account.mfa.is_empty(),
+        "gpgkey": {
+            "id": super::seed::gpgkey_id(&account.id), "user_id": account.id,
+            "armored_key": account.key.armored(), "fingerprint": account.key.fingerprint(),
+        },
+    });
+    if query.contains("missing_metadata_key_ids") {
+        let missing: Vec<String> = state
+            .data()
+            .metadata_keys
+            .iter()
+            .filter(|k| !k.private_keys.contains_key(user_id))
+            .map(|k| k.id.clone())
+            .collect();
+        body["missing_metadata_key_ids"] = json!(missing);
+    }
+    success(state, path, body)
+}
+
+/// `/resources.json`: what the caller can read, restricted by
+/// `filter[has-id]`, with their secrets under `contain[secret]` (each one
+/// handed out is logged, as the real server's secret access log does).
+fn resources_index(state: &State, path: &str, query: &Query, user_id: &str) -> Response {
+    let ids = match query.has_id() {
+        Ok(ids) => ids,
+        Err(message) => return error(state, StatusCode::BAD_REQUEST, path, &message),
+    };
+    let with_secret = query.contains("secret");
+    let mut data = state.data();
+    let mut read = Vec::new();
+    let items: Vec<Value> = match &ids {
+        None => data.resources.values().collect::<Vec<_>>(),
+        // In listing order, once each, whatever the order of the ids.
+        Some(ids) => {
+            let mut at: Vec<usize> = ids
+                .iter()
+                .filter_map(|id| data.resources.get_index_of(id))
+                .collect();
+            at.sort_unstable();
+            at.dedup();
+            at.into_iter().map(|i| &data.resources[i]).collect()
+        }
+    }
+    .into_iter()
+    .filter(|r| r.seed.readers.iter().any(|u| u == user_id))
+    .map(|r| resource_json(r, user_id, with_secret, &mut read))
+    .collect();
+    log_secret_reads(&mut data, user_id, read);
+    drop(data);
+    success(state, path, Value::Array(items))
+}
+
+fn resource_view(state: &State, path: &str, query: &Query, id: &str, user_id: &str) -> Response {
+    if !is_uuid(id) {
+        return error(
+            state,
+            StatusCode::BAD_REQUEST,
+            path,
+            "The resource identifier should be a valid UUID.",
+        );
+    }
+    let mut data = state.data();
+    let mut read = Vec::new();
+    let item = data
+        .resources
+        .get(&id.to_ascii_lowercase())
+        .filter(|r| r.seed.readers.iter().any(|u| u == user_id))
+        .map(|r| resource_json(r, user_id, query.contains("secret"), &mut read));
+    log_secret_reads(&mut data, user_id, read);
+    drop(data);
+    match item {
+        Some(v) => success(state, path, v),
+        None => error(
+            state,
+            StatusCode::NOT_FOUND,
+            path,
+            "The resource does not exist.",
+        ),
+    }
+}
+
+fn secret_view(state: &State, path: &str, id: &str, user_id: &str) -> Response {
+    if !is_uuid(id) {
+        return error(
+            state,
+            StatusCode::BAD_REQUEST,
+            path,
+            "The resource identifier should be a valid UUID.",
+        );
+    }
+    let id = id.to_ascii_lowercase();
+    let mut data = state.data();
+    let secret = data
+        .resources
+        .get(&id)
+        .and_then(|r| r.secrets.get(user_id))
+        .map(|s| secret_json(s, &id, user_id));
+    if secret.is_some() {
+        log_secret_reads(&mut data, user_id, vec![id]);
+    }
+    drop(data);
+    match secret {
+        Some(s) => success(state, path, s),
+        None => error(
+            state,
+            StatusCode::NOT_FOUND,
+            path,
+            "The secret does not exist.",
+        ),
+    }
+}
+
+fn log_secret_reads(data: &mut super::Data, user_id: &str, resource_ids: Vec<String>) {
+    data.events.extend(
+        resource_ids
+            .into_iter()
+            .map(|resource_id| Event::SecretRead {
+                user_id: user_id.to_string(),
+                resource_id,
+            }),
+    );
+}
+
+fn secret_json(s: &super::StoredSecret, resource_id: &str, user_id: &str) -> Value {
+    json!({
+        "id": s.id, "user_id": user_id, "resource_id": resource_id, "data": s.data,
+        "created": s.created, "modified": s.modified,
+    })
+}
+
+/// One resource as the caller sees it; with `with_secret`, their secret,
+/// whose resource id goes into `read`.
+fn resource_json(
+    r: &StoredResource,
+    user_id: &str,
+    with_secret: bool,
+    read: &mut Vec<String>,
+) -> Value {
     let s = &r.seed;
     let mut v = json!({
         "id": s.id,
@@ -640,14 +745,14 @@ fn resource_json(r: &super::StoredResource, user_id: &str, with_secret: bool) ->
         "personal": s.readers.len() == 1,
         "deleted": false,
         "expired": null,
-        "created": r.modified,
+        "created": r.created,
         "modified": r.modified,
     });
     match &r.metadata {
         Some(m) => {
-            v["metadata"] = json!(m);
-            v["metadata_key_id"] = json!(r.metadata_key_id);
-            v["metadata_key_type"] = json!(r.metadata_key_type);
+            v["metadata"] = json!(m.armored);
+            v["metadata_key_id"] = json!(m.key_id);
+            v["metadata_key_type"] = json!(m.key_type);
         }
         None => {
             v["name"] = json!(s.name);
@@ -660,8 +765,12 @@ fn resource_json(r: &super::StoredResource, user_id: &str, with_secret: bool) ->
         let secrets: Vec<Value> = r
             .secrets
             .get(user_id)
-            .map(|data| vec![json!({"id": uuid::Uuid::new_v4().to_string(), "user_id": user_id, "resource_id": s.id, "data": data})])
-            .unwrap_or_default();
+            .map(|secret| secret_json(secret, &s.id, user_id))
+            .into_iter()
+            .collect();
+        if !secrets.is_empty() {
+            read.push(s.id.clone());
+        }
         v["secrets"] = json!(secrets);
     }
     v

@@ -3,24 +3,34 @@
 //! the same envelopes, status codes and messages, the same login checks,
 //! RS256 access tokens, single-use refresh tokens rotated through
 //! `Set-Cookie`, v5 metadata with shared and personal keys. It records what
-//! clients did (logins, refreshes, reuse attempts, logouts) for tests.
+//! clients did (logins, refreshes, reuse attempts, logouts, every secret
+//! handed out) for tests, and lets tests change its data the way users and
+//! admins would (edits, renames, shares, metadata key rotation) and set its
+//! clock.
 //!
 //! It is a development tool: state lives in memory and nothing is durable.
 
+mod clock;
 mod handlers;
 mod jwt;
+mod metadata_keys;
+mod query;
 pub mod seed;
+mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::pgp::{self, PrivateKey, PublicKey};
+use metadata_keys::MetadataKey;
+use seed::SealedMetadata;
 pub use seed::{SeedFolder, SeedResource};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +42,22 @@ pub enum DevServerError {
     },
     #[error("dev server: {0}")]
     Crypto(String),
-    #[error("dev server: {0}")]
-    Seed(String),
+    #[error("dev server: unknown resource type {0}")]
+    UnknownType(String),
+    #[error("dev server: no account {0}")]
+    NoAccount(String),
+    #[error("dev server: no resource {0}")]
+    NoResource(String),
+    #[error(
+        "dev server: resource {0} is a personal item (its metadata is encrypted with its owner's key) and cannot be shared"
+    )]
+    PersonalItem(String),
+}
+
+impl DevServerError {
+    fn crypto(e: pgp::PgpError) -> DevServerError {
+        DevServerError::Crypto(e.to_string())
+    }
 }
 
 /// A user account of the dev server.
@@ -77,6 +101,13 @@ pub enum Event {
         method: String,
         path: String,
         status: u16,
+    },
+    /// One secret handed out, as the real server's secret access log
+    /// records it: one per secret in a listing or view with
+    /// `contain[secret]`, and one per `/secrets/resource/{id}.json`.
+    SecretRead {
+        user_id: String,
+        resource_id: String,
     },
 }
 
@@ -128,27 +159,43 @@ pub(crate) struct RefreshRow {
     pub created: i64,
 }
 
+/// One reader's copy of a secret.
+pub(crate) struct StoredSecret {
+    pub id: String,
+    /// Armored, encrypted to the reader's key.
+    pub data: String,
+    pub created: String,
+    pub modified: String,
+}
+
 pub(crate) struct StoredResource {
     pub seed: SeedResource,
-    /// Armored metadata for v5 resources.
-    pub metadata: Option<String>,
-    pub metadata_key_id: Option<String>,
-    pub metadata_key_type: Option<&'static str>,
-    /// Armored secret by reader user id.
-    pub secrets: HashMap<String, String>,
+    /// v5 only.
+    pub metadata: Option<SealedMetadata>,
+    /// By reader user id.
+    pub secrets: HashMap<String, StoredSecret>,
+    pub created: String,
     pub modified: String,
 }
 
 pub(crate) struct StoredFolder {
     pub seed: SeedFolder,
-    pub metadata: Option<String>,
+    /// v5 only.
+    pub metadata: Option<SealedMetadata>,
+    pub created: String,
+    pub modified: String,
 }
 
 pub(crate) struct Data {
     pub accounts: Vec<Account>,
-    pub resources: Vec<StoredResource>,
-    pub folders: Vec<StoredFolder>,
-    pub metadata_envelopes: HashMap<String, String>,
+    /// By id, in the order they were first added (the listing order).
+    pub resources: IndexMap<String, StoredResource>,
+    pub folders: IndexMap<String, StoredFolder>,
+    /// Oldest first; the newest one that has not expired is current.
+    pub metadata_keys: Vec<MetadataKey>,
+    /// Accounts the metadata keys are kept from, as in zero-knowledge mode
+    /// before an admin shares them: rotations skip them too.
+    pub metadata_withheld: HashSet<String>,
     pub verify_tokens: HashSet<(String, String)>,
     pub refresh_tokens: HashMap<String, RefreshRow>,
     pub mfa_pending: HashSet<String>,
@@ -161,11 +208,12 @@ pub(crate) struct Data {
 pub(crate) struct State {
     pub base_url: String,
     pub server_key: PrivateKey,
+    /// Signs login responses under `Faults::sign_with_other_key`, and the
+    /// metadata key envelopes as "an admin" the client cannot know.
     pub other_key: PrivateKey,
-    pub metadata_key: PrivateKey,
-    pub metadata_key_id: String,
     pub jwt: jwt::JwtKey,
     pub opts: Options,
+    pub clock: clock::Clock,
     pub data: Mutex<Data>,
 }
 
@@ -177,6 +225,12 @@ impl State {
     pub fn account(&self, id: &str) -> Option<Account> {
         self.data().accounts.iter().find(|a| a.id == id).cloned()
     }
+
+    /// The domain the server believes it has, as envelopes and logins
+    /// carry it.
+    pub fn domain(&self) -> String {
+        format!("{}/", self.base_url)
+    }
 }
 
 /// A running dev server.
@@ -187,7 +241,8 @@ pub struct DevServer {
 }
 
 impl DevServer {
-    /// Starts a server for `accounts` with `resources` and `folders`.
+    /// Starts a server for `accounts` with `resources` and `folders`,
+    /// encrypting them on every core.
     pub async fn start(
         opts: Options,
         accounts: Vec<Account>,
@@ -208,21 +263,19 @@ impl DevServer {
                 source,
             })?;
         let base_url = format!("http://{addr}");
-        let state = tokio::task::spawn_blocking(move || build_state(base_url, opts, accounts))
-            .await
-            .expect("key generation task")?;
-        let state = Arc::new(state);
+        let state = tokio::task::spawn_blocking(move || {
+            let state = build_state(base_url, opts, accounts)?;
+            state.add_folders(folders)?;
+            state.add_resources(resources)?;
+            Ok::<_, DevServerError>(state)
+        })
+        .await
+        .expect("seeding task")?;
         let mut server = DevServer {
-            state,
+            state: Arc::new(state),
             addr,
             running: None,
         };
-        for f in folders {
-            server.add_folder(f)?;
-        }
-        for r in resources {
-            server.add_resource(r)?;
-        }
         server.serve(listener);
         Ok(server)
     }
@@ -357,56 +410,144 @@ impl DevServer {
         }
     }
 
+    /// Secrets handed out so far, as (user id, resource id), in order.
+    pub fn secret_reads(&self) -> Vec<(String, String)> {
+        self.state
+            .data()
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::SecretRead {
+                    user_id,
+                    resource_id,
+                } => Some((user_id.clone(), resource_id.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn count_secret_reads(&self) -> usize {
+        self.state
+            .data()
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::SecretRead { .. }))
+            .count()
+    }
+
+    /// Freezes the server's clock at `unix_seconds`, or lets it follow the
+    /// real clock again with `None`. Everything the server stamps or checks
+    /// uses this clock: `header.servertime`, `created` and `modified`,
+    /// token expiry, the login's verify token window.
+    pub fn set_clock(&self, unix_seconds: Option<i64>) {
+        self.state.clock.set(unix_seconds);
+    }
+
+    /// The server's time, unix seconds.
+    pub fn now(&self) -> i64 {
+        self.state.clock.now()
+    }
+
+    /// Adds (or replaces, by id) a folder, encrypting v5 metadata.
     pub fn add_folder(&self, folder: SeedFolder) -> Result<(), DevServerError> {
-        let stored = seed::store_folder(&self.state, folder)?;
-        self.state.data().folders.push(stored);
-        Ok(())
+        self.state.add_folders(vec![folder])
     }
 
     /// Adds (or replaces, by id) a resource, encrypting its metadata and
-    /// its secret for each reader.
+    /// its secret for each reader. A replaced resource is an edit: its
+    /// `modified` moves to now.
     pub fn add_resource(&self, resource: SeedResource) -> Result<(), DevServerError> {
-        let stored = seed::store_resource(&self.state, resource)?;
-        let mut data = self.state.data();
-        data.resources.retain(|r| r.seed.id != stored.seed.id);
-        data.resources.push(stored);
-        Ok(())
+        self.state.add_resources(vec![resource])
+    }
+
+    /// `add_resource` for many, encrypted on every core. Nothing is stored
+    /// if one fails.
+    pub fn add_resources(&self, resources: Vec<SeedResource>) -> Result<(), DevServerError> {
+        self.state.add_resources(resources)
     }
 
     /// Changes a resource's secret, as a user editing it would.
     pub fn set_secret(&self, id: &str, secret: &str) -> Result<(), DevServerError> {
-        let mut seed = self
-            .state
-            .data()
-            .resources
-            .iter()
-            .find(|r| r.seed.id == id)
-            .map(|r| r.seed.clone())
-            .ok_or_else(|| DevServerError::Seed(format!("no resource {id}")))?;
-        seed.secret = secret.to_string();
-        self.add_resource(seed)
+        self.state.set_secrets(&[(id, secret)])
+    }
+
+    /// Changes many secrets at once, as (resource id, new plaintext),
+    /// encrypted on every core. Nothing changes if an id is unknown.
+    pub fn set_secrets<I: AsRef<str> + Sync, S: AsRef<str> + Sync>(
+        &self,
+        changes: &[(I, S)],
+    ) -> Result<(), DevServerError> {
+        self.state.set_secrets(changes)
+    }
+
+    /// Renames a resource (re-encrypting v5 metadata with the current
+    /// metadata key or its owner's key); `modified` moves to now.
+    pub fn rename(&self, id: &str, new_name: &str) -> Result<(), DevServerError> {
+        self.state.rename(id, new_name)
+    }
+
+    /// Gives `user_id` read access: encrypts the secret for them. As on the
+    /// real server, `modified` stays. A v5 personal (`user_key`) item is an
+    /// error: its metadata only its owner can read.
+    pub fn share(&self, id: &str, user_id: &str) -> Result<(), DevServerError> {
+        self.state.share(id, user_id)
     }
 
     pub fn remove_resource(&self, id: &str) {
-        self.state.data().resources.retain(|r| r.seed.id != id);
+        self.state.data().resources.shift_remove(id);
     }
 
     /// Takes a user's access to a resource away (its secret for them too).
+    /// As on the real server, `modified` stays.
     pub fn revoke(&self, id: &str, user_id: &str) {
         let mut data = self.state.data();
-        if let Some(r) = data.resources.iter_mut().find(|r| r.seed.id == id) {
+        if let Some(r) = data.resources.get_mut(id) {
             r.seed.readers.retain(|u| u != user_id);
             r.secrets.remove(user_id);
         }
+    }
+
+    /// A resource's `modified`, as listings show it.
+    pub fn modified(&self, id: &str) -> Option<String> {
+        self.state
+            .data()
+            .resources
+            .get(id)
+            .map(|r| r.modified.clone())
     }
 
     pub fn resources(&self) -> Vec<SeedResource> {
         self.state
             .data()
             .resources
-            .iter()
+            .values()
             .map(|r| r.seed.clone())
             .collect()
+    }
+
+    /// Rotates the shared metadata key as an admin would: a new key shared
+    /// with every account (but those `unshare_metadata_key` left out), the
+    /// old one marked expired and still listed, and the metadata of every
+    /// v5 `shared_key` resource and folder re-encrypted with the new key.
+    /// The v5.12 server sets `modified` to now on each item it rotates
+    /// (`MetadataRotateKeyResourcesUpdateService`); `bump_modified: false`
+    /// keeps the stamps, for clients that must not rely on it. Returns the
+    /// new key's id.
+    pub fn rotate_metadata_key(&self, bump_modified: bool) -> Result<String, DevServerError> {
+        self.state.rotate_metadata_key(bump_modified)
+    }
+
+    /// Takes every metadata key away from `user_id` until
+    /// `share_metadata_key`: `metadata_private_keys` is then empty for them,
+    /// as for an account of a zero-knowledge server no admin has shared the
+    /// key with yet.
+    pub fn unshare_metadata_key(&self, user_id: &str) {
+        self.state.unshare_metadata_key(user_id)
+    }
+
+    /// Shares every metadata key with `user_id` that they lack.
+    pub fn share_metadata_key(&self, user_id: &str) -> Result<(), DevServerError> {
+        self.state.share_metadata_key(user_id)
     }
 }
 
@@ -424,56 +565,41 @@ fn build_state(
     opts: Options,
     accounts: Vec<Account>,
 ) -> Result<State, DevServerError> {
-    let crypto = |e: pgp::PgpError| DevServerError::Crypto(e.to_string());
     // Curve25519 keeps start-up fast; the client code path is the same.
     let (server_key, _) = pgp::generate_key(
         "Passbolt dev server <server@passbolt.invalid>",
         pgp::CipherSuite::Cv25519,
         None,
     )
-    .map_err(crypto)?;
+    .map_err(DevServerError::crypto)?;
     let (other_key, _) = pgp::generate_key(
         "Impostor <impostor@passbolt.invalid>",
         pgp::CipherSuite::Cv25519,
         None,
     )
-    .map_err(crypto)?;
-    let (metadata_key, metadata_armored) = pgp::generate_key(
-        "Passbolt metadata key <metadata@passbolt.invalid>",
-        pgp::CipherSuite::Cv25519,
-        None,
-    )
-    .map_err(crypto)?;
+    .map_err(DevServerError::crypto)?;
     let jwt = jwt::JwtKey::generate().map_err(|e| DevServerError::Crypto(e.to_string()))?;
-    let metadata_key_id = uuid::Uuid::new_v4().to_string();
-    let mut envelopes = HashMap::new();
+    let clock = clock::Clock::default();
+    let now = clock.stamp();
+    let mut metadata_key = MetadataKey::generate(&now)?;
+    let domain = format!("{base_url}/");
     for account in &accounts {
-        let plaintext = serde_json::json!({
-            "object_type": "PASSBOLT_METADATA_PRIVATE_KEY",
-            "domain": format!("{base_url}/"),
-            "fingerprint": metadata_key.fingerprint(),
-            "armored_key": metadata_armored,
-            "passphrase": "",
-        });
-        // Shared by "an admin": signed, but by a key the client cannot know.
-        let envelope = other_key
-            .encrypt_and_sign(&account.key, plaintext.to_string().as_bytes())
-            .map_err(crypto)?;
-        envelopes.insert(account.id.clone(), envelope);
+        let envelope = metadata_key.envelope(&other_key, account, &domain)?;
+        metadata_key.give(&account.id, envelope, &now);
     }
     Ok(State {
         base_url,
         server_key,
         other_key,
-        metadata_key,
-        metadata_key_id,
         jwt,
         opts,
+        clock,
         data: Mutex::new(Data {
             accounts,
-            resources: Vec::new(),
-            folders: Vec::new(),
-            metadata_envelopes: envelopes,
+            resources: IndexMap::new(),
+            folders: IndexMap::new(),
+            metadata_keys: vec![metadata_key],
+            metadata_withheld: HashSet::new(),
             verify_tokens: HashSet::new(),
             refresh_tokens: HashMap::new(),
             mfa_pending: HashSet::new(),

@@ -1,8 +1,10 @@
 //! Resources and folders of the dev server, and the sample set that covers
 //! every resource type of passbolt v5.12 in both metadata modes.
 
-use super::{DevServerError, State, StoredFolder, StoredResource};
-use crate::pgp;
+use std::collections::{HashMap, HashSet};
+
+use super::DevServerError;
+use crate::pgp::{self, PublicKey};
 
 /// The resource types of v5.12 with their deterministic ids.
 pub const RESOURCE_TYPES: &[(&str, &str, &str)] = &[
@@ -119,97 +121,128 @@ pub struct SeedFolder {
     pub encrypted: bool,
 }
 
-pub(super) fn store_folder(state: &State, f: SeedFolder) -> Result<StoredFolder, DevServerError> {
-    let metadata = if f.encrypted {
+/// Metadata as stored: armored, with the key that encrypted it.
+pub(crate) struct SealedMetadata {
+    pub armored: String,
+    /// A `metadata_keys.id` for `shared_key`, the owner's gpgkey id for
+    /// `user_key`.
+    pub key_id: String,
+    pub key_type: &'static str,
+}
+
+/// The public keys encrypting needs, copied out of the server's state so
+/// that many items encrypt in parallel without holding its lock.
+pub(super) struct Recipients {
+    pub accounts: HashMap<String, PublicKey>,
+    /// The current (newest, not expired) shared metadata key.
+    pub metadata_key_id: String,
+    pub metadata_key: PublicKey,
+}
+
+impl Recipients {
+    fn account(&self, id: &str) -> Result<&PublicKey, DevServerError> {
+        self.accounts
+            .get(id)
+            .ok_or_else(|| DevServerError::NoAccount(id.to_string()))
+    }
+
+    fn shared(&self, plaintext: &serde_json::Value) -> Result<SealedMetadata, DevServerError> {
+        Ok(SealedMetadata {
+            armored: pgp::encrypt(&self.metadata_key, None, plaintext.to_string().as_bytes())
+                .map_err(DevServerError::crypto)?,
+            key_id: self.metadata_key_id.clone(),
+            key_type: "shared_key",
+        })
+    }
+
+    /// A v5 folder's metadata, encrypted with the shared metadata key.
+    pub fn folder_metadata(
+        &self,
+        f: &SeedFolder,
+    ) -> Result<Option<SealedMetadata>, DevServerError> {
+        if !f.encrypted {
+            return Ok(None);
+        }
         let plaintext = serde_json::json!({
             "object_type": "PASSBOLT_FOLDER_METADATA",
             "name": f.name, "color": null, "description": null, "icon": null,
         });
-        Some(
-            pgp::encrypt(
-                &state.metadata_key.public(),
-                None,
-                plaintext.to_string().as_bytes(),
-            )
-            .map_err(|e| DevServerError::Crypto(e.to_string()))?,
-        )
-    } else {
-        None
-    };
-    Ok(StoredFolder { seed: f, metadata })
+        self.shared(&plaintext).map(Some)
+    }
+
+    /// A v5 resource's metadata, encrypted with the shared metadata key or
+    /// the owner's key; `None` for v4 (cleartext) resources.
+    pub fn resource_metadata(
+        &self,
+        r: &SeedResource,
+    ) -> Result<Option<SealedMetadata>, DevServerError> {
+        let type_id =
+            type_id(&r.slug).ok_or_else(|| DevServerError::UnknownType(r.slug.clone()))?;
+        if r.mode == MetadataMode::Cleartext {
+            return Ok(None);
+        }
+        let custom: Vec<serde_json::Value> = r
+            .custom_fields
+            .iter()
+            .map(|(id, label, kind)| {
+                serde_json::json!({"id": id, "type": kind, "metadata_key": label, "metadata_value": null})
+            })
+            .collect();
+        let plaintext = serde_json::json!({
+            "object_type": "PASSBOLT_RESOURCE_METADATA",
+            "resource_type_id": type_id,
+            "name": r.name,
+            "username": r.username,
+            "uris": r.uris,
+            "description": r.description,
+            "icon": null,
+            "custom_fields": if custom.is_empty() { serde_json::Value::Null } else { custom.into() },
+        });
+        match &r.mode {
+            MetadataMode::Personal { owner } => Ok(Some(SealedMetadata {
+                armored: pgp::encrypt(self.account(owner)?, None, plaintext.to_string().as_bytes())
+                    .map_err(DevServerError::crypto)?,
+                // For personal items the key id is the owner's gpgkey id.
+                key_id: gpgkey_id(owner),
+                key_type: "user_key",
+            })),
+            _ => self.shared(&plaintext).map(Some),
+        }
+    }
+
+    /// The secret encrypted for one reader.
+    pub fn secret(&self, reader: &str, secret: &str) -> Result<String, DevServerError> {
+        pgp::encrypt(self.account(reader)?, None, secret.as_bytes()).map_err(DevServerError::crypto)
+    }
+
+    /// The secret encrypted for each of its readers.
+    pub fn secrets(&self, r: &SeedResource) -> Result<HashMap<String, String>, DevServerError> {
+        r.readers
+            .iter()
+            .map(|reader| Ok((reader.clone(), self.secret(reader, &r.secret)?)))
+            .collect()
+    }
 }
 
-pub(super) fn store_resource(
-    state: &State,
-    r: SeedResource,
-) -> Result<StoredResource, DevServerError> {
-    let crypto = |e: pgp::PgpError| DevServerError::Crypto(e.to_string());
-    let type_id =
-        type_id(&r.slug).ok_or_else(|| DevServerError::Seed(format!("unknown type {}", r.slug)))?;
-    let (metadata, metadata_key_id, metadata_key_type) = match &r.mode {
-        MetadataMode::Cleartext => (None, None, None),
-        mode => {
-            let custom: Vec<serde_json::Value> = r
-                .custom_fields
-                .iter()
-                .map(|(id, label, kind)| {
-                    serde_json::json!({"id": id, "type": kind, "metadata_key": label, "metadata_value": null})
-                })
-                .collect();
-            let plaintext = serde_json::json!({
-                "object_type": "PASSBOLT_RESOURCE_METADATA",
-                "resource_type_id": type_id,
-                "name": r.name,
-                "username": r.username,
-                "uris": r.uris,
-                "description": r.description,
-                "icon": null,
-                "custom_fields": if custom.is_empty() { serde_json::Value::Null } else { custom.into() },
-            });
-            match mode {
-                MetadataMode::Personal { owner } => {
-                    let account = state
-                        .account(owner)
-                        .ok_or_else(|| DevServerError::Seed(format!("no account {owner}")))?;
-                    let armored =
-                        pgp::encrypt(&account.key, None, plaintext.to_string().as_bytes())
-                            .map_err(crypto)?;
-                    // For personal items the key id is the owner's gpgkey id.
-                    (Some(armored), Some(gpgkey_id(owner)), Some("user_key"))
-                }
-                _ => {
-                    let armored = pgp::encrypt(
-                        &state.metadata_key.public(),
-                        None,
-                        plaintext.to_string().as_bytes(),
-                    )
-                    .map_err(crypto)?;
-                    (
-                        Some(armored),
-                        Some(state.metadata_key_id.clone()),
-                        Some("shared_key"),
-                    )
-                }
-            }
-        }
-    };
-    let mut secrets = std::collections::HashMap::new();
-    for reader in &r.readers {
-        let account = state
-            .account(reader)
-            .ok_or_else(|| DevServerError::Seed(format!("no account {reader}")))?;
-        secrets.insert(
-            reader.clone(),
-            pgp::encrypt(&account.key, None, r.secret.as_bytes()).map_err(crypto)?,
-        );
+/// `f` over `items` on every core: seeding thousands of resources is
+/// thousands of independent encryptions.
+pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
     }
-    Ok(StoredResource {
-        seed: r,
-        metadata,
-        metadata_key_id,
-        metadata_key_type,
-        secrets,
-        modified: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+    let f = &f;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|chunk| s.spawn(move || chunk.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("encryption worker"))
+            .collect()
     })
 }
 
@@ -242,6 +275,18 @@ pub mod ids {
     pub const MYAPP_API: &str = "3c2b5e1a-0000-4000-8000-00000000000d";
     pub const CUSTOM_FIELD_HOST: &str = "9d1e4c22-0000-4000-8000-000000000001";
     pub const CUSTOM_FIELD_TOKEN: &str = "9d1e4c22-0000-4000-8000-000000000002";
+    /// The parent folder of the generated set (`seed::generated`).
+    pub const FOLDER_GENERATED: &str = "5f0c7a3e-0000-4000-8001-000000000000";
+
+    /// The id of generated resource `gen-{i:05}` (from 1).
+    pub fn generated(i: usize) -> String {
+        format!("3c2b5e1a-0000-4000-8002-{i:012x}")
+    }
+
+    /// The id of generated folder `gen-{j:03}` (from 0).
+    pub fn generated_folder(j: usize) -> String {
+        format!("5f0c7a3e-0000-4000-8002-{j:012x}")
+    }
 }
 
 /// The sample folders: `Production` (v4) and `Production/myapp` (v5).
@@ -385,4 +430,73 @@ pub fn sample_resources(readers: &[String]) -> Vec<SeedResource> {
         });
     }
     out
+}
+
+/// Resources per generated folder: a dotenv target on one folder takes
+/// this many variables.
+pub const GENERATED_PER_FOLDER: usize = 500;
+
+/// `n` resources for scale tests and benchmarks, readable by `readers`:
+/// `gen-00001`, `gen-00002`, ... alternating v4 `password-and-description`
+/// and v5 `v5-default` (shared metadata key), each with its own random
+/// password, `GENERATED_PER_FOLDER` to a folder `gen-000`, `gen-001`, ...
+/// (v5) inside one folder `Generated` (v4). Ids are deterministic
+/// (`ids::generated`); nothing for `n == 0`.
+pub fn generated(n: usize, readers: &[String]) -> (Vec<SeedFolder>, Vec<SeedResource>) {
+    if n == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let mut folders = vec![SeedFolder {
+        id: ids::FOLDER_GENERATED.into(),
+        name: "Generated".into(),
+        parent: None,
+        encrypted: false,
+    }];
+    folders.extend((0..n.div_ceil(GENERATED_PER_FOLDER)).map(|j| SeedFolder {
+        id: ids::generated_folder(j),
+        name: format!("gen-{j:03}"),
+        parent: Some(ids::FOLDER_GENERATED.into()),
+        encrypted: true,
+    }));
+    let mut passwords = HashSet::with_capacity(n);
+    let resources = (1..=n)
+        .map(|i| {
+            let password = loop {
+                let p: String = std::iter::repeat_with(fastrand::alphanumeric)
+                    .take(24)
+                    .collect();
+                if passwords.insert(p.clone()) {
+                    break p;
+                }
+            };
+            let v4 = i % 2 == 1;
+            let (slug, mode, secret) = if v4 {
+                (
+                    "password-and-description",
+                    MetadataMode::Cleartext,
+                    serde_json::json!({"password": password, "description": null}),
+                )
+            } else {
+                (
+                    "v5-default",
+                    MetadataMode::Shared,
+                    serde_json::json!({"object_type": "PASSBOLT_SECRET_DATA", "password": password, "description": null}),
+                )
+            };
+            SeedResource {
+                id: ids::generated(i),
+                slug: slug.into(),
+                name: format!("gen-{i:05}"),
+                username: Some(format!("user-{i:05}")),
+                uris: Vec::new(),
+                description: None,
+                folder_id: Some(ids::generated_folder((i - 1) / GENERATED_PER_FOLDER)),
+                secret: secret.to_string(),
+                custom_fields: Vec::new(),
+                readers: readers.to_vec(),
+                mode,
+            }
+        })
+        .collect();
+    (folders, resources)
 }

@@ -189,16 +189,25 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(config: &Path, envs: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Daemon::command(config);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Daemon::spawn(cmd)
+    }
+
+    /// The `run` command line, for tests that set up more than variables.
+    pub fn command(config: &Path) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_passbolt-sync"));
         cmd.args(["run", "-c", config.to_str().unwrap()])
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM")
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
+            .env_remove("JOURNAL_STREAM");
+        cmd
+    }
+
+    pub fn spawn(mut cmd: tokio::process::Command) -> Daemon {
+        cmd.stderr(std::process::Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().expect("the binary runs");
         let log = Arc::new(std::sync::Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();

@@ -9,6 +9,7 @@ mod config_watch;
 mod daemon;
 mod devserver_fidelity;
 mod dotenv_consumers;
+mod hardening;
 mod hooks;
 mod incremental;
 mod interop;

@@ -135,6 +135,10 @@ async fn run_logged(
         .finish();
     let result = {
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Other tests of this binary hit the same callsites on other threads
+        // without a subscriber; a callsite first seen there may have cached
+        // "never" while this one was being set up.
+        tracing::callsite::rebuild_interest_cache();
         hooks::run(cmd, timeout, target).await
     };
     (result, captured.text())

@@ -30,11 +30,15 @@ const CREDENTIAL_SOURCES: [(&str, &str); 2] = [
 
 /// `[Service]` settings in which the daemon and the one-shot service may
 /// differ: how each starts, stops and restarts. Everything else (sandbox,
-/// credentials, limits) must be the same in both.
-const PER_UNIT_SETTINGS: [&str; 10] = [
+/// credentials, limits) must be the same in both. Only the daemon has a
+/// runtime directory, for its instance lock: systemd removes it when the
+/// unit that has it stops, so the one-shot service must not share it.
+const PER_UNIT_SETTINGS: [&str; 12] = [
     "Type",
     "ExecStart",
     "ExecReload",
+    "RuntimeDirectory",
+    "RuntimeDirectoryMode",
     "TimeoutStartSec",
     "TimeoutStopSec",
     "KillMode",
