@@ -12,7 +12,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use passbolt_sync::config::Config;
 use passbolt_sync::devserver::seed::{self, ids};
@@ -231,9 +231,9 @@ fn main() {
         .await
         .expect("dev server");
         // A stamp younger than SETTLE_SECONDS by the server's clock is
-        // downloaded again on every tick: let the seeded ones settle, so
-        // that the tick rows measure a settled state.
-        tokio::time::sleep(Duration::from_millis(SETTLE_SECONDS as u64 * 1000 + 1100)).await;
+        // downloaded again on every tick: freeze the clock with the seeded
+        // ones settled, so that the tick rows measure a settled state.
+        server.set_clock(Some(server.now() + SETTLE_SECONDS + 1));
         section("one pass (run_pass) over 12 targets: 4 raw, 3 dotenv, 3 json, 2 template");
         for who in &whos {
             bench_pass(&server, who).await;

@@ -14,7 +14,7 @@ mod support;
 
 use std::time::Instant;
 
-use passbolt_sync::devserver::seed::{self, MetadataMode, SeedFolder, SeedResource};
+use passbolt_sync::devserver::seed;
 use passbolt_sync::devserver::{Account, DevServer, Options};
 use passbolt_sync::passbolt::{Client, Listing, api};
 use support::{Sampler, Stats, Who, fmt_bytes, new_client, row, section, time};
@@ -172,36 +172,13 @@ async fn bench_listing(server: &DevServer, who: &Who, what: &str, budget_ms: u64
     );
 }
 
-const BULK_FOLDER: &str = "7b000000-0000-4000-8000-0000000000f0";
-
-fn bulk_resources(n: usize, readers: &[String]) -> Vec<SeedResource> {
-    (0..n)
-        .map(|i| SeedResource {
-            id: format!("7b000000-0000-4000-8001-{i:012x}"),
-            slug: "v5-default".into(),
-            name: format!("bulk-{i:04}"),
-            username: Some(format!("svc-{i}")),
-            uris: vec![format!("https://svc-{i}.internal")],
-            description: None,
-            folder_id: Some(BULK_FOLDER.into()),
-            secret: format!(
-                r#"{{"object_type":"PASSBOLT_SECRET_DATA","password":"bulk-password-{i:04}-{:016x}","description":null}}"#,
-                fastrand::u64(..)
-            ),
-            custom_fields: Vec::new(),
-            readers: readers.to_vec(),
-            mode: MetadataMode::Shared,
-        })
-        .collect()
-}
-
 async fn bench_scaling(whos: &[Who]) {
     let n: usize = std::env::var("PASSBOLT_SYNC_BENCH_RESOURCES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(support::scaled(500, 100));
     section(&format!(
-        "scaling: {n} v5-default resources (shared metadata key, one encrypted folder)"
+        "scaling: {n} generated resources (half v4, half v5 with the shared metadata key; v5 folders of 500)"
     ));
     let whos: Vec<&Who> = whos
         .iter()
@@ -209,28 +186,15 @@ async fn bench_scaling(whos: &[Who]) {
         .collect();
     let accounts: Vec<Account> = whos.iter().map(|w| w.f.account()).collect();
     let readers: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
-    let folders = vec![SeedFolder {
-        id: BULK_FOLDER.into(),
-        name: "bulk".into(),
-        parent: None,
-        encrypted: true,
-    }];
+    let (folders, resources) = seed::generated(n, &readers);
     let t = Instant::now();
-    let server = DevServer::start(
-        Options::default(),
-        accounts,
-        folders,
-        bulk_resources(n, &readers),
-    )
-    .await
-    .expect("dev server");
+    let server = DevServer::start(Options::default(), accounts, folders, resources)
+        .await
+        .expect("dev server");
     row(
         &format!("dev server start + seed {n} resources"),
         &Stats::of(&[t.elapsed()]),
-        &format!(
-            "server side: {} encryptions; not in any other row",
-            n * (1 + readers.len())
-        ),
+        "on every core; in no other row",
     );
     for who in whos {
         bench_listing(&server, who, &format!("{n}"), 6000).await;
