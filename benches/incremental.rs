@@ -19,7 +19,8 @@
 //! downloaded again on every pass, and the warm rows must measure a
 //! settled state without waiting for it.
 //!
-//! `cargo bench --bench incremental`; about four minutes on two cores.
+//! `cargo bench --bench incremental`; about five minutes on two otherwise
+//! idle cores, most of it the three cold passes over 10,000 RSA secrets.
 //! `PASSBOLT_SYNC_BENCH_QUICK=1` runs 100 and 1,000 resources and a short
 //! idle period instead.
 
