@@ -31,6 +31,8 @@ pub enum AppError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Init(#[from] crate::init::InitError),
     #[error("{0}")]
     Other(String),
 }

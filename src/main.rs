@@ -35,6 +35,12 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum InitFormat {
+    Dotenv,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The daemon: first full sync, READY to systemd, then scheduled syncs
@@ -63,6 +69,30 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Write a config directory (key, passphrase, sync.yaml) from a passbolt account kit
+    Init {
+        /// The account kit file the browser extension exports (Profile > Desktop app setup)
+        #[arg(long, value_name = "FILE")]
+        account_kit: PathBuf,
+        /// Where to write private.asc, passphrase and sync.yaml
+        #[arg(long, value_name = "DIR", default_value = passbolt_sync::init::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// The key's passphrase (one line); copied into DIR, then used to log in once and list what the account can read
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Overwrite files that already exist in DIR
+        #[arg(long)]
+        force: bool,
+        /// A first target: every resource of this passbolt folder (e.g. Production/myapp) ...
+        #[arg(long, value_name = "F", requires = "target")]
+        folder: Option<String>,
+        /// ... written to this file ...
+        #[arg(long, value_name = "PATH", requires = "folder")]
+        target: Option<PathBuf>,
+        /// ... in this format
+        #[arg(long, value_enum, default_value_t = InitFormat::Dotenv, requires = "folder")]
+        format: InitFormat,
     },
     /// Start the built-in dev server with sample data and sync a sample config against it
     Demo {
@@ -130,6 +160,29 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
             commands::resources(&cfg, json, &mut stdout)
                 .await
                 .map(|()| true)
+        }
+        Command::Init {
+            account_kit,
+            dir,
+            passphrase_file,
+            force,
+            folder,
+            target,
+            format,
+        } => {
+            let opts = passbolt_sync::init::InitOptions {
+                account_kit,
+                dir,
+                passphrase_file,
+                force,
+                folder,
+                target,
+                format: match format {
+                    InitFormat::Dotenv => passbolt_sync::config::Format::Dotenv,
+                    InitFormat::Json => passbolt_sync::config::Format::Json,
+                },
+            };
+            passbolt_sync::init::run(&opts, &mut stdout).await
         }
         Command::Demo {
             dir,

@@ -12,6 +12,7 @@ mod dotenv_consumers;
 mod hardening;
 mod hooks;
 mod incremental;
+mod init;
 mod interop;
 mod no_secret_in_errors;
 mod no_secret_in_logs;
