@@ -174,7 +174,7 @@ pub async fn check(
     for t in &config.targets {
         writeln!(
             out,
-            "  {}  {:?}  schedule {}",
+            "  {}  {}  schedule {}",
             t.path.display(),
             t.format,
             config.schedule_of(t)

@@ -163,6 +163,18 @@ pub enum Format {
     Template,
 }
 
+/// As the config spells it.
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Raw => "raw",
+            Format::Dotenv => "dotenv",
+            Format::Json => "json",
+            Format::Template => "template",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnMissing {

@@ -230,14 +230,11 @@ pub async fn run(opts: &InitOptions, out: &mut dyn Write) -> Result<bool, AppErr
     if let Some(rows) = &readable {
         writeln!(out, "readable by this account:").map_err(w)?;
         for r in rows {
-            writeln!(
-                out,
-                "  {}  {}/{}",
-                r.id,
-                r.folder.as_deref().unwrap_or(""),
-                r.name
-            )
-            .map_err(w)?;
+            let path = match &r.folder {
+                Some(f) => format!("{f}/{}", r.name),
+                None => r.name.clone(),
+            };
+            writeln!(out, "  {}  {path}", r.id).map_err(w)?;
         }
     }
     let next = if config.targets.is_empty() {
@@ -398,7 +395,7 @@ pub fn config_text(
         t.push_str(&format!(
             "  - path: {}\n    format: {}\n    folder: {}\n",
             path.display(),
-            format_name(opts.format),
+            opts.format,
             yaml_scalar(folder)
         ));
     }
@@ -442,15 +439,6 @@ fn examples(readable: Option<&[Resource]>) -> String {
         ));
     }
     t
-}
-
-pub fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Raw => "raw",
-        Format::Dotenv => "dotenv",
-        Format::Json => "json",
-        Format::Template => "template",
-    }
 }
 
 /// A folder path as a YAML scalar: quoted when plain style could misread it.

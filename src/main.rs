@@ -189,19 +189,29 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
             serve,
             resources,
         } => {
-            let (dir, _keep) = match dir {
-                Some(d) => (d, None),
+            let (dir, scratch) = match dir {
+                Some(d) => (d, false),
                 None => {
+                    // Kept: the paths and commands the demo prints must
+                    // still work after it ends.
                     let t = tempfile::Builder::new()
                         .prefix("passbolt-sync-demo.")
                         .tempdir()
                         .map_err(|e| {
                             AppError::Other(format!("cannot create a scratch folder: {e}"))
                         })?;
-                    (t.path().to_path_buf(), Some(t))
+                    (t.keep(), true)
                 }
             };
-            passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await
+            let ok = passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await?;
+            if scratch {
+                let _ = writeln!(
+                    stdout,
+                    "\nthe scratch folder {d} stays (demo keys, configs, sample output): rm -r {d} removes it; --dir DIR picks another",
+                    d = dir.display()
+                );
+            }
+            Ok(ok)
         }
     }
 }

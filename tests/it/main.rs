@@ -7,6 +7,7 @@ mod backoff;
 mod config;
 mod config_watch;
 mod daemon;
+mod demo;
 mod devserver_fidelity;
 mod dotenv_consumers;
 mod hardening;
