@@ -5,6 +5,7 @@ mod common;
 
 mod backoff;
 mod config;
+mod config_errors;
 mod config_watch;
 mod daemon;
 mod demo;
