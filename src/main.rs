@@ -44,12 +44,19 @@ enum InitFormat {
 #[derive(Subcommand)]
 enum Command {
     /// The daemon: first full sync, READY to systemd, then scheduled syncs
+    ///
+    /// Edits of the config file are picked up while it runs (live reload), and
+    /// SIGHUP (systemctl reload) re-reads it too: the new config is validated
+    /// whole, then swapped in; a broken edit is logged and the running config
+    /// stays. SIGTERM or SIGINT stop it.
     Run {
+        /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
         config: PathBuf,
     },
     /// One full sync, then exit: 0 when every target is current, 1 when any failed, 2 for a config error
     Once {
+        /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
         config: PathBuf,
         /// Show what would change (create, update with variable names, unchanged); write nothing, print no value
@@ -58,6 +65,7 @@ enum Command {
     },
     /// Validate the config; --online also logs in and resolves every mapping
     Check {
+        /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
         config: PathBuf,
         #[arg(long)]
@@ -65,6 +73,7 @@ enum Command {
     },
     /// List what the account can read: id, name, username, type, folder (never a secret)
     Resources {
+        /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
         config: PathBuf,
         #[arg(long)]

@@ -4,6 +4,7 @@
 mod common;
 
 mod backoff;
+mod check_offline;
 mod config;
 mod config_errors;
 mod config_watch;
