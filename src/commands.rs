@@ -339,8 +339,9 @@ pub async fn once(config: &Config, dry_run: bool, out: &mut dyn Write) -> Result
         response_bytes = report.cost.response_bytes,
         secrets_downloaded = report.cost.secrets_downloaded,
         private_key_operations = report.cost.private_key_operations,
-        summary = %report.summary(),
-        "pass done"
+        // The daemon's pass line reads the same: the result first.
+        "sync: {}",
+        report.summary()
     );
     let _ = client.logout().await;
     Ok(report.all_current())

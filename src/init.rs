@@ -417,7 +417,19 @@ fn examples(readable: Option<&[Resource]>) -> String {
     let mut t = String::from(
         "  # Examples; `passbolt-sync resources -c <this file>` lists ids, names and folders.\n",
     );
-    let first = readable.and_then(|r| r.first());
+    // Types whose default field, `password`, exists.
+    let has_password = |r: &&Resource| {
+        matches!(
+            r.type_slug.as_str(),
+            "password-string"
+                | "v5-password-string"
+                | "password-and-description"
+                | "password-description-totp"
+                | "v5-default"
+                | "v5-default-with-totp"
+        )
+    };
+    let first = readable.and_then(|r| r.iter().find(has_password));
     let folder = readable.and_then(|r| r.iter().find_map(|r| r.folder.clone()));
     match first {
         Some(r) => t.push_str(&format!(
@@ -432,7 +444,9 @@ fn examples(readable: Option<&[Resource]>) -> String {
     t.push_str(&format!(
         "  # - path: /etc/myapp/secrets.env\n  #   format: dotenv\n  #   mode: \"0640\"\n  #   folder: {folder}\n  #   on_change: [systemctl, try-reload-or-restart, myapp.service]\n",
     ));
-    if let Some(r) = readable.and_then(|r| r.iter().find(|r| r.username.is_some())) {
+    if let Some(r) =
+        readable.and_then(|r| r.iter().filter(has_password).find(|r| r.username.is_some()))
+    {
         t.push_str(&format!(
             "  # - path: /etc/myapp/db.json\n  #   format: json\n  #   vars:\n  #     DB_USER: {{ resource: {id}, field: username }}\n  #     DB_PASSWORD: {{ resource: {id} }}\n",
             id = r.id
