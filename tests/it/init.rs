@@ -241,3 +241,38 @@ async fn existing_files_are_kept_unless_forced() {
     assert!(out.status.success(), "{:?}", text(&out));
     assert!(Config::load(&dir.join("sync.yaml")).is_ok());
 }
+
+#[tokio::test]
+async fn a_wrong_passphrase_writes_nothing() {
+    let server = common::devserver(Default::default()).await;
+    let alice = fixture("alice");
+    let tmp = tempfile::tempdir().unwrap();
+    let kit = tmp.path().join("kit");
+    std::fs::write(&kit, account_kit(&server, &alice)).unwrap();
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, "not-it\n").unwrap();
+    let dir = tmp.path().join("etc");
+    let out = cli(
+        &[
+            "init",
+            "--account-kit",
+            kit.to_str().unwrap(),
+            "--dir",
+            dir.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "passbolt-sync: the account kit's private key: wrong passphrase for the OpenPGP key {}",
+            alice.public.fingerprint()
+        )
+    );
+    assert!(!dir.exists());
+}
