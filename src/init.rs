@@ -96,8 +96,62 @@ pub struct Written {
 /// `passbolt-sync init`. Returns whether the config it wrote checks out
 /// online (always true without a passphrase: nothing could be tried).
 pub async fn run(opts: &InitOptions, out: &mut dyn Write) -> Result<bool, AppError> {
+    let (verified, domain) = verify(&opts.account_kit, out).await?;
+    let dir = absolute(&opts.dir);
+    let files = Written {
+        config: dir.join("sync.yaml"),
+        private_key: dir.join("private.asc"),
+        passphrase: opts
+            .passphrase_file
+            .as_ref()
+            .map(|_| dir.join("passphrase")),
+    };
+    if !opts.force {
+        let existing: Vec<PathBuf> = [Some(&files.config), Some(&files.private_key)]
+            .into_iter()
+            .chain([files.passphrase.as_ref()])
+            .flatten()
+            .filter(|p| p.symlink_metadata().is_ok())
+            .cloned()
+            .collect();
+        if !existing.is_empty() {
+            return Err(InitError::Exists(existing).into());
+        }
+    }
+    // With a passphrase, log in before writing anything: a wrong
+    // passphrase leaves no half-made directory, and the config's examples
+    // name real resources.
+    let passphrase = match &opts.passphrase_file {
+        Some(p) => Some(read_passphrase(p)?),
+        None => None,
+    };
+    let readable = match &passphrase {
+        Some(pass) => Some(list_readable(&verified, &domain, pass).await?),
+        None => None,
+    };
+    let written = Draft {
+        verified: &verified,
+        domain: &domain,
+        files: &files,
+        opts,
+        readable: readable.as_deref(),
+    };
+    write_files(&written, passphrase.as_ref().map(|p| p.as_slice()), out)?;
+    match readable {
+        Some(rows) => try_config(&files.config, &rows, out).await,
+        None => {
+            how_to_test(&dir, &files.config, out)?;
+            Ok(true)
+        }
+    }
+}
+
+/// Opens the kit and asks its domain for the server key, which must be
+/// the one the kit pins. Returns the kit and the domain as a base URL.
+async fn verify(kit_path: &Path, out: &mut dyn Write) -> Result<(VerifiedKit, String), AppError> {
     let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
-    let kit_path = &opts.account_kit;
+    let kit_path = &kit_path.to_path_buf();
+
     let data = Zeroizing::new(
         std::fs::read(kit_path).map_err(|source| InitError::ReadKit {
             path: kit_path.clone(),
@@ -143,57 +197,46 @@ pub async fn run(opts: &InitOptions, out: &mut dyn Write) -> Result<bool, AppErr
         served.fingerprint()
     )
     .map_err(w)?;
+    Ok((verified, domain))
+}
 
-    let dir = absolute(&opts.dir);
-    let files = Written {
-        config: dir.join("sync.yaml"),
-        private_key: dir.join("private.asc"),
-        passphrase: opts
-            .passphrase_file
-            .as_ref()
-            .map(|_| dir.join("passphrase")),
-    };
-    if !opts.force {
-        let existing: Vec<PathBuf> = [Some(&files.config), Some(&files.private_key)]
-            .into_iter()
-            .chain([files.passphrase.as_ref()])
-            .flatten()
-            .filter(|p| p.symlink_metadata().is_ok())
-            .cloned()
-            .collect();
-        if !existing.is_empty() {
-            return Err(InitError::Exists(existing).into());
-        }
-    }
+/// What the config is drafted from.
+pub struct Draft<'a> {
+    pub verified: &'a VerifiedKit,
+    pub domain: &'a str,
+    pub files: &'a Written,
+    pub opts: &'a InitOptions,
+    pub readable: Option<&'a [Resource]>,
+}
 
-    // With a passphrase, log in before writing anything: a wrong
-    // passphrase leaves no half-made directory, and the config's examples
-    // name real resources.
-    let passphrase = match &opts.passphrase_file {
-        Some(p) => Some(read_passphrase(p)?),
-        None => None,
-    };
-    let readable = match &passphrase {
-        Some(pass) => Some(list_readable(&verified, &domain, pass).await?),
-        None => None,
-    };
-
+/// Writes the key, the passphrase (when given) and the config, each 0600,
+/// into a directory made 0700 when missing.
+fn write_files(
+    draft: &Draft<'_>,
+    passphrase: Option<&[u8]>,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
+    let files = draft.files;
+    let dir = files.config.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode_0700()
-        .create(&dir)
+        .create(dir)
         .map_err(|source| InitError::CreateDir {
-            path: dir.clone(),
+            path: dir.to_path_buf(),
             source,
         })?;
-    put(&files.private_key, kit.user_private_armored_key.as_bytes())?;
-    if let (Some(path), Some(pass)) = (&files.passphrase, &passphrase) {
+    put(
+        &files.private_key,
+        draft.verified.kit.user_private_armored_key.as_bytes(),
+    )?;
+    if let (Some(path), Some(pass)) = (&files.passphrase, passphrase) {
         let mut line = Zeroizing::new(pass.to_vec());
         line.push(b'\n');
         put(path, &line)?;
     }
-    let text = config_text(&verified, &domain, &files, opts, readable.as_deref());
-    put(&files.config, text.as_bytes())?;
+    put(&files.config, config_text(draft).as_bytes())?;
     for p in [
         Some(&files.private_key),
         files.passphrase.as_ref(),
@@ -204,47 +247,52 @@ pub async fn run(opts: &InitOptions, out: &mut dyn Write) -> Result<bool, AppErr
     {
         writeln!(out, "wrote {} (mode 600)", p.display()).map_err(w)?;
     }
+    Ok(())
+}
 
-    let exe = exe();
-    if passphrase.is_none() {
-        writeln!(
-            out,
-            "\nno --passphrase-file: nothing was tried against the server. To test the account:\n  \
-             printf '%s\\n' 'the key passphrase' > {pass} && chmod 0600 {pass}\n  \
-             uncomment auth.passphrase_file in {cfg}, then\n  \
-             {exe} check --online -c {cfg}",
-            pass = dir.join("passphrase").display(),
-            cfg = files.config.display(),
-        )
-        .map_err(w)?;
-        return Ok(true);
-    }
-    let config = Config::load(&files.config)?;
+/// Without a passphrase nothing could be tried: how to.
+fn how_to_test(dir: &Path, config: &Path, out: &mut dyn Write) -> Result<(), AppError> {
     writeln!(
         out,
-        "\n$ {exe} check --online -c {}",
-        files.config.display()
+        "\nno --passphrase-file: nothing was tried against the server. To test the account:\n  \
+         printf '%s\\n' 'the key passphrase' > {pass} && chmod 0600 {pass}\n  \
+         uncomment auth.passphrase_file in {cfg}, then\n  \
+         {exe} check --online -c {cfg}",
+        pass = dir.join("passphrase").display(),
+        cfg = config.display(),
+        exe = exe(),
     )
-    .map_err(w)?;
-    let ok = commands::check(&config, &files.config, true, out).await?;
-    if let Some(rows) = &readable {
-        writeln!(out, "readable by this account:").map_err(w)?;
-        for r in rows {
-            let path = match &r.folder {
-                Some(f) => format!("{f}/{}", r.name),
-                None => r.name.clone(),
-            };
-            writeln!(out, "  {}  {path}", r.id).map_err(w)?;
-        }
+    .map_err(|e| AppError::Other(format!("cannot write output: {e}")))
+}
+
+/// `check --online` on the new config, what the account can read, and
+/// the next command.
+async fn try_config(
+    path: &Path,
+    readable: &[Resource],
+    out: &mut dyn Write,
+) -> Result<bool, AppError> {
+    let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
+    let exe = exe();
+    let config = Config::load(path)?;
+    writeln!(out, "\n$ {exe} check --online -c {}", path.display()).map_err(w)?;
+    let ok = commands::check(&config, path, true, out).await?;
+    writeln!(out, "readable by this account:").map_err(w)?;
+    for r in readable {
+        let name = match &r.folder {
+            Some(f) => format!("{f}/{}", r.name),
+            None => r.name.clone(),
+        };
+        writeln!(out, "  {}  {name}", r.id).map_err(w)?;
     }
     let next = if config.targets.is_empty() {
         format!(
             "next: add targets to {} (examples are in it), then {exe} once -c {}",
-            files.config.display(),
-            files.config.display()
+            path.display(),
+            path.display()
         )
     } else {
-        format!("next: {exe} once -c {}", files.config.display())
+        format!("next: {exe} once -c {}", path.display())
     };
     writeln!(out, "\n{next}").map_err(w)?;
     Ok(ok)
@@ -359,13 +407,14 @@ async fn list_readable(
 
 /// The config `init` writes: the kit's server and account, the key paths,
 /// the requested target, and commented examples.
-pub fn config_text(
-    verified: &VerifiedKit,
-    domain: &str,
-    files: &Written,
-    opts: &InitOptions,
-    readable: Option<&[Resource]>,
-) -> String {
+pub fn config_text(draft: &Draft<'_>) -> String {
+    let Draft {
+        verified,
+        domain,
+        files,
+        opts,
+        readable,
+    } = *draft;
     let kit = &verified.kit;
     let mut t = format!(
         "# Written by `passbolt-sync init` from the account kit of {user}.\n\
