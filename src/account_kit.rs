@@ -152,7 +152,8 @@ impl AccountKit {
 }
 
 fn parse_json(text: &[u8]) -> Result<AccountKit, KitError> {
-    // serde_json's messages quote no input, so no key material leaks here.
+    // serde_json quotes a value only when its type is wrong; every field
+    // the kit's key sits in takes a string, so the key is never quoted.
     serde_json::from_slice(text).map_err(|e| KitError::Json(e.to_string()))
 }
 
