@@ -447,6 +447,11 @@ pub fn config_text(draft: &Draft<'_>) -> String {
             opts.format,
             yaml_scalar(folder)
         ));
+        // The first sync makes the directory rather than fail: this target
+        // was asked for on the command line.
+        if !path.parent().is_some_and(Path::is_dir) {
+            t.push_str("    create_dirs: true\n");
+        }
     }
     t.push_str(&examples(readable));
     if opts.target.is_none() {

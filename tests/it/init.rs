@@ -27,7 +27,8 @@ async fn a_kit_and_a_passphrase_make_a_config_that_checks_and_syncs() {
     let pass = tmp.path().join("pass");
     std::fs::write(&pass, format!("{}\n", alice.passphrase)).unwrap();
     let dir = tmp.path().join("etc");
-    let target = tmp.path().join("myapp.env");
+    // In a directory that does not exist yet: the first sync makes it.
+    let target = tmp.path().join("myapp/myapp.env");
     let out = cli(
         &[
             "init",
