@@ -31,6 +31,10 @@ pub enum AppError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Init(#[from] crate::init::InitError),
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Local(Vec<LocalProblem>),
     #[error("{0}")]
     Other(String),
 }
@@ -39,7 +43,7 @@ impl AppError {
     /// 2 for a config the operator must fix, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AppError::Config(_) | AppError::Targets(_) => 2,
+            AppError::Config(_) | AppError::Targets(_) | AppError::Local(_) => 2,
             _ => 1,
         }
     }
@@ -152,6 +156,55 @@ pub async fn resources(config: &Config, json: bool, out: &mut dyn Write) -> Resu
     Ok(())
 }
 
+/// What `check` finds wrong on this host without asking the server.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalProblem {
+    #[error(transparent)]
+    Credential(ConfigError),
+    #[error("auth.private_key_file {path}: {source}")]
+    Key { path: PathBuf, source: PgpError },
+    #[error(
+        "target {target}: the directory {dir} does not exist; create it, or set create_dirs: true"
+    )]
+    TargetDir { target: PathBuf, dir: PathBuf },
+}
+
+/// The key file and the passphrase can be read (the key parses; it is not
+/// unlocked, which costs the passphrase KDF) and every target's directory
+/// exists or may be created. Templates, owners and groups are checked by
+/// [`Plan::build`].
+pub fn local_problems(config: &Config) -> Vec<LocalProblem> {
+    let mut problems = Vec::new();
+    match config.auth.read_private_key() {
+        Ok(data) => {
+            if let Err(source) = crate::pgp::secret_key_fingerprint(&data) {
+                problems.push(LocalProblem::Key {
+                    path: config::expand(&config.auth.private_key_file)
+                        .unwrap_or_else(|_| config.auth.private_key_file.clone()),
+                    source,
+                });
+            }
+        }
+        Err(e) => problems.push(LocalProblem::Credential(e)),
+    }
+    if let Err(e) = config.auth.read_passphrase() {
+        problems.push(LocalProblem::Credential(e));
+    }
+    for t in &config.targets {
+        let dir = match t.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !t.create_dirs && !dir.is_dir() {
+            problems.push(LocalProblem::TargetDir {
+                target: t.path.clone(),
+                dir: dir.to_path_buf(),
+            });
+        }
+    }
+    problems
+}
+
 /// `passbolt-sync check`: validates the config; with `online`, logs in and
 /// resolves every mapping (a dry-run pass).
 pub async fn check(
@@ -162,6 +215,10 @@ pub async fn check(
 ) -> Result<bool, AppError> {
     let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
     let plan = plan(config)?;
+    let problems = local_problems(config);
+    if !problems.is_empty() {
+        return Err(AppError::Local(problems));
+    }
     writeln!(
         out,
         "{}: valid, {} target(s)",
@@ -172,7 +229,7 @@ pub async fn check(
     for t in &config.targets {
         writeln!(
             out,
-            "  {}  {:?}  schedule {}",
+            "  {}  {}  schedule {}",
             t.path.display(),
             t.format,
             config.schedule_of(t)
@@ -282,8 +339,9 @@ pub async fn once(config: &Config, dry_run: bool, out: &mut dyn Write) -> Result
         response_bytes = report.cost.response_bytes,
         secrets_downloaded = report.cost.secrets_downloaded,
         private_key_operations = report.cost.private_key_operations,
-        summary = %report.summary(),
-        "pass done"
+        // The daemon's pass line reads the same: the result first.
+        "sync: {}",
+        report.summary()
     );
     let _ = client.logout().await;
     Ok(report.all_current())

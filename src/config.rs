@@ -163,6 +163,18 @@ pub enum Format {
     Template,
 }
 
+/// As the config spells it.
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Raw => "raw",
+            Format::Dotenv => "dotenv",
+            Format::Json => "json",
+            Format::Template => "template",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnMissing {
@@ -435,7 +447,8 @@ impl Config {
     /// Parses config text; `path` names it in errors and anchors relative
     /// paths (a template next to the config).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
+        let mut config: Config =
+            serde_yaml::from_str(text).map_err(|e| yaml_error(path, text, &e))?;
         config.check_targets(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         // Relative paths are relative to the config file; paths under
@@ -569,7 +582,45 @@ pub fn expand(path: &Path) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(s.replace(VAR, &dir)))
 }
 
-fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
+/// "unknown field `mdoe`, expected one of `path`, `mode`, ..." (serde's
+/// wording, also for enum variants) as "unknown field `mdoe`; did you mean
+/// `mode`?" when one valid name is close; `None` to keep the message.
+fn suggest(message: &str) -> Option<String> {
+    let (head, expected) = message.split_once(", expected ")?;
+    let start = head
+        .find("unknown field `")
+        .or_else(|| head.find("unknown variant `"))?;
+    let given = head[start..].split('`').nth(1)?;
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|valid| (strsim::damerau_levenshtein(given, valid), valid))
+        .min_by_key(|(distance, _)| *distance)?;
+    // Close enough to be the same word mistyped (`mdoe`, `formt`, `rwa`):
+    // a third of its letters; otherwise serde's list stays.
+    (best.0 <= (best.1.chars().count() / 3).max(1))
+        .then(|| format!("{head}; did you mean `{}`?", best.1))
+}
+
+/// A target's own checks run once the whole target is read, and serde
+/// then reports the position of the list: the error names the target's
+/// path, so point at that target's `path:` line instead.
+fn target_position(text: &str, message: &str) -> Option<(usize, usize)> {
+    let rest = message.split_once("target ")?.1;
+    text.lines().enumerate().find_map(|(n, line)| {
+        let body = line.trim_start();
+        let body = body.strip_prefix("- ").map(str::trim_start).unwrap_or(body);
+        let value = body.strip_prefix("path:")?.trim();
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        let named = rest.strip_prefix(value)?;
+        named
+            .starts_with(": ")
+            .then(|| (n + 1, line.len() - body.len() + 1))
+    })
+}
+
+fn yaml_error(path: &Path, source: &str, e: &serde_yaml::Error) -> ConfigError {
     let text = e.to_string();
     match e.location() {
         Some(loc) => {
@@ -578,10 +629,16 @@ fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
                 Some(i) => text[..i].to_string(),
                 None => text,
             };
+            let message = suggest(&message).unwrap_or(message);
+            let (line, column) = message
+                .starts_with("targets: target ")
+                .then(|| target_position(source, &message))
+                .flatten()
+                .unwrap_or((loc.line(), loc.column()));
             ConfigError::Invalid {
                 path: path.to_path_buf(),
-                line: loc.line(),
-                column: loc.column(),
+                line,
+                column,
                 message,
             }
         }

@@ -199,6 +199,9 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<bool, AppError> {
     let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
+    // What works from where the user stands: after `cargo run` the binary
+    // is not on PATH.
+    let exe = crate::init::exe();
     std::fs::create_dir_all(dir).map_err(|e| AppError::Other(format!("{}: {e}", dir.display())))?;
     let started = std::time::Instant::now();
     let (server, accounts, seeding) = start(dir, devserver::Options::default(), generated).await?;
@@ -239,7 +242,7 @@ pub async fn run(
         let config = Config::load(path)?;
         writeln!(
             out,
-            "\n$ passbolt-sync resources -c {}    # {} account",
+            "\n$ {exe} resources -c {}    # {} account",
             path.display(),
             account.label
         )
@@ -256,14 +259,20 @@ pub async fn run(
     }
     let (_, path, out_dir) = &configs[0];
     let config = Config::load(path)?;
-    writeln!(
-        out,
-        "\n$ passbolt-sync check --online -c {}",
-        path.display()
-    )
-    .map_err(w)?;
+    writeln!(out, "\n$ {exe} check --online -c {}", path.display()).map_err(w)?;
     ok &= commands::check(&config, path, true, out).await?;
-    writeln!(out, "\n$ passbolt-sync once -c {}", path.display()).map_err(w)?;
+    // The hook's own log line follows; show what it runs first.
+    for t in &config.targets {
+        if let Some(hook) = &t.on_change {
+            writeln!(
+                out,
+                "\nthe target {} has a hook, run each time the file changes:\n  on_change: {hook}",
+                t.path.display()
+            )
+            .map_err(w)?;
+        }
+    }
+    writeln!(out, "\n$ {exe} once -c {}", path.display()).map_err(w)?;
     let t = std::time::Instant::now();
     ok &= commands::once(&config, false, out).await?;
     writeln!(out, "({} ms)", t.elapsed().as_millis()).map_err(w)?;
@@ -298,11 +307,13 @@ pub async fn run(
     }
     writeln!(
         out,
-        "\n$ passbolt-sync once -c {}    # again: nothing changed",
+        "\n$ {exe} once -c {}    # again: nothing changed",
         path.display()
     )
     .map_err(w)?;
     ok &= commands::once(&config, false, out).await?;
+    let kit = account_kit_flow(&server, &accounts[0], dir, &exe, out).await?;
+    ok &= kit.ok;
     if serve {
         if generated > 0 {
             writeln!(
@@ -312,10 +323,99 @@ pub async fn run(
             )
             .map_err(w)?;
         }
-        writeln!(out, "\nthe dev server keeps running; in another shell:\n  passbolt-sync run -c {}\nCtrl-C stops it.", path.display()).map_err(w)?;
+        writeln!(
+            out,
+            "\nthe dev server keeps running; in another shell:\n  {exe} run -c {}\n  {exe} init --account-kit {} --passphrase-file {} --dir {}\nCtrl-C stops it.",
+            path.display(),
+            kit.kit_file.display(),
+            accounts[0].pass_file.display(),
+            dir.join("mine").display(),
+        )
+        .map_err(w)?;
         out.flush().map_err(w)?;
         let _ = tokio::signal::ctrl_c().await;
     }
     drop(server);
+    writeln!(out, "{}", next_steps(&exe)).map_err(w)?;
     Ok(ok)
+}
+
+struct KitFlow {
+    kit_file: PathBuf,
+    ok: bool,
+}
+
+/// Writes an account kit for `account` as the browser extension would,
+/// and runs `init` with it into `dir/init`.
+async fn account_kit_flow(
+    server: &DevServer,
+    account: &DemoAccount,
+    dir: &Path,
+    exe: &str,
+    out: &mut dyn Write,
+) -> Result<KitFlow, AppError> {
+    let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
+    let armored = std::fs::read_to_string(&account.key_file)
+        .map_err(|e| AppError::Other(format!("{}: {e}", account.key_file.display())))?;
+    let unlock = armored.clone();
+    let key = tokio::task::spawn_blocking(move || {
+        pgp::PrivateKey::load(
+            unlock.as_bytes(),
+            Some(commands::DEMO_PASSPHRASE.as_bytes()),
+        )
+    })
+    .await
+    .expect("key loading task")
+    .map_err(|e| AppError::Other(format!("demo key: {e}")))?;
+    let kit = server
+        .account_kit(&account.id, &armored, &key)
+        .map_err(|e| AppError::Other(e.to_string()))?;
+    let kit_file = dir.join("account-kit.passbolt");
+    write_private(&kit_file, kit.as_bytes())?;
+    let init_dir = dir.join("init");
+    let target = init_dir.join("myapp.env");
+    writeln!(
+        out,
+        "\n# A real account starts from its account kit, which the browser extension\n\
+         # exports (Manage account > Desktop app setup). {} is one for the\n\
+         # {} account, signed with its key as the extension signs it.\n\
+         # (--force: the demo may run again in the same folder.)\n\
+         $ {exe} init --account-kit {} --passphrase-file {} --dir {} --folder Production/myapp --target {} --force",
+        kit_file.display(),
+        account.label,
+        kit_file.display(),
+        account.pass_file.display(),
+        init_dir.display(),
+        target.display(),
+    )
+    .map_err(w)?;
+    let opts = crate::init::InitOptions {
+        account_kit: kit_file.clone(),
+        dir: init_dir,
+        passphrase_file: Some(account.pass_file.clone()),
+        force: true,
+        folder: Some("Production/myapp".into()),
+        target: Some(target),
+        format: crate::config::Format::Dotenv,
+    };
+    let mut ok = crate::init::run(&opts, out).await?;
+    let config_path = opts.dir.join("sync.yaml");
+    writeln!(out, "\n$ {exe} once -c {}", config_path.display()).map_err(w)?;
+    ok &= commands::once(&Config::load(&config_path)?, false, out).await?;
+    Ok(KitFlow { kit_file, ok })
+}
+
+/// The last screen: from the demo to a real server.
+pub fn next_steps(exe: &str) -> String {
+    format!(
+        "\nnext, with your passbolt server:\n  \
+         1. export your account kit from the browser extension (Manage account >\n     \
+         Desktop app setup), then write /etc/passbolt-sync from it:\n       \
+         {exe} init --account-kit account-kit.passbolt --passphrase-file FILE \\\n         \
+         --folder 'Production/myapp' --target /etc/myapp/secrets.env\n  \
+         2. or copy sync.example.yaml (every option, commented) and fill it in:\n       \
+         {exe} resources -c sync.yaml         # ids, names and folders\n       \
+         {exe} check --online -c sync.yaml    # logs in, resolves every target\n       \
+         {exe} once -c sync.yaml              # one sync"
+    )
 }

@@ -3,6 +3,7 @@
 //! Data flows one way: config -> sync plan -> passbolt client -> decoded
 //! resources -> rendered bytes -> atomic writes -> hooks.
 
+pub mod account_kit;
 pub mod backoff;
 pub mod commands;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod demo;
 pub mod devserver;
 pub mod held;
 pub mod hooks;
+pub mod init;
 pub mod lock;
 pub mod passbolt;
 pub mod pgp;

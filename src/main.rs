@@ -35,15 +35,28 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum InitFormat {
+    Dotenv,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The daemon: first full sync, READY to systemd, then scheduled syncs
+    ///
+    /// Edits of the config file are picked up while it runs (live reload), and
+    /// SIGHUP (systemctl reload) re-reads it too: the new config is validated
+    /// whole, then swapped in; a broken edit is logged and the running config
+    /// stays. SIGTERM or SIGINT stop it.
     Run {
+        /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
         config: PathBuf,
     },
     /// One full sync, then exit: 0 when every target is current, 1 when any failed, 2 for a config error
     Once {
+        /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
         config: PathBuf,
         /// Show what would change (create, update with variable names, unchanged); write nothing, print no value
@@ -52,6 +65,7 @@ enum Command {
     },
     /// Validate the config; --online also logs in and resolves every mapping
     Check {
+        /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
         config: PathBuf,
         #[arg(long)]
@@ -59,10 +73,35 @@ enum Command {
     },
     /// List what the account can read: id, name, username, type, folder (never a secret)
     Resources {
+        /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
         config: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Write a config directory (key, passphrase, sync.yaml) from a passbolt account kit
+    Init {
+        /// The account kit file the browser extension exports (Profile > Desktop app setup)
+        #[arg(long, value_name = "FILE")]
+        account_kit: PathBuf,
+        /// Where to write private.asc, passphrase and sync.yaml
+        #[arg(long, value_name = "DIR", default_value = passbolt_sync::init::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// The key's passphrase (one line); copied into DIR, then used to log in once and list what the account can read
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Overwrite files that already exist in DIR
+        #[arg(long)]
+        force: bool,
+        /// A first target: every resource of this passbolt folder (e.g. Production/myapp) ...
+        #[arg(long, value_name = "F", requires = "target")]
+        folder: Option<String>,
+        /// ... written to this file ...
+        #[arg(long, value_name = "PATH", requires = "folder")]
+        target: Option<PathBuf>,
+        /// ... in this format
+        #[arg(long, value_enum, default_value_t = InitFormat::Dotenv, requires = "folder")]
+        format: InitFormat,
     },
     /// Start the built-in dev server with sample data and sync a sample config against it
     Demo {
@@ -131,24 +170,57 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
                 .await
                 .map(|()| true)
         }
+        Command::Init {
+            account_kit,
+            dir,
+            passphrase_file,
+            force,
+            folder,
+            target,
+            format,
+        } => {
+            let opts = passbolt_sync::init::InitOptions {
+                account_kit,
+                dir,
+                passphrase_file,
+                force,
+                folder,
+                target,
+                format: match format {
+                    InitFormat::Dotenv => passbolt_sync::config::Format::Dotenv,
+                    InitFormat::Json => passbolt_sync::config::Format::Json,
+                },
+            };
+            passbolt_sync::init::run(&opts, &mut stdout).await
+        }
         Command::Demo {
             dir,
             serve,
             resources,
         } => {
-            let (dir, _keep) = match dir {
-                Some(d) => (d, None),
+            let (dir, scratch) = match dir {
+                Some(d) => (d, false),
                 None => {
+                    // Kept: the paths and commands the demo prints must
+                    // still work after it ends.
                     let t = tempfile::Builder::new()
                         .prefix("passbolt-sync-demo.")
                         .tempdir()
                         .map_err(|e| {
                             AppError::Other(format!("cannot create a scratch folder: {e}"))
                         })?;
-                    (t.path().to_path_buf(), Some(t))
+                    (t.keep(), true)
                 }
             };
-            passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await
+            let ok = passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await?;
+            if scratch {
+                let _ = writeln!(
+                    stdout,
+                    "\nthe scratch folder {d} stays (demo keys, configs, sample output): rm -r {d} removes it; --dir DIR picks another",
+                    d = dir.display()
+                );
+            }
+            Ok(ok)
         }
     }
 }

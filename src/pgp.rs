@@ -17,6 +17,7 @@ use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
     DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
+    VerifierBuilder,
 };
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
@@ -258,6 +259,30 @@ impl PrivateKey {
         encrypt(recipient, Some(signer), plaintext)
     }
 
+    /// Signs `text` as a cleartext-signed message (`gpg --clearsign`), the
+    /// way the browser extension signs an account kit.
+    pub fn sign_cleartext(&self, text: &[u8]) -> Result<String, PgpError> {
+        let signer = self.signer.clone().ok_or_else(|| PgpError::NoUsableKey {
+            fingerprint: self.fingerprint(),
+            purpose: "signing",
+        })?;
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        let enc = |e: anyhow::Error| PgpError::Encrypt(e.to_string());
+        let mut sink = Vec::new();
+        {
+            let message = Message::new(&mut sink);
+            let mut w = Signer::new(message, signer)
+                .map_err(enc)?
+                .cleartext()
+                .build()
+                .map_err(enc)?;
+            w.write_all(text)
+                .map_err(|e| PgpError::Encrypt(e.to_string()))?;
+            w.finalize().map_err(enc)?;
+        }
+        Ok(String::from_utf8(sink).expect("cleartext framework is ASCII armor around UTF-8"))
+    }
+
     /// Decrypts a message and requires a good signature by `signer`.
     pub fn decrypt_verify(
         &self,
@@ -347,6 +372,83 @@ pub fn encrypt(
         w.finalize().map_err(enc)?;
     }
     Ok(String::from_utf8(sink).expect("armor is ASCII"))
+}
+
+/// The text of a cleartext-signed (or inline-signed) message, with a good
+/// signature by `signer` required.
+pub fn verify_signed(signer: &PublicKey, message: &[u8]) -> Result<Vec<u8>, PgpError> {
+    read_signed(message, Some(signer))
+}
+
+/// The text of a signed message without checking who signed it: only to
+/// learn which key should have, before [`verify_signed`] checks it.
+pub fn signed_text_unverified(message: &[u8]) -> Result<Vec<u8>, PgpError> {
+    read_signed(message, None)
+}
+
+fn read_signed(message: &[u8], signer: Option<&PublicKey>) -> Result<Vec<u8>, PgpError> {
+    let helper = SignedHelper { signer };
+    let mut verifier = VerifierBuilder::from_bytes(message)
+        .map_err(|e| PgpError::Decrypt(e.to_string()))?
+        .with_policy(&POLICY, None, helper)
+        .map_err(classify)?;
+    let mut out = Vec::new();
+    verifier.read_to_end(&mut out).map_err(|e| {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<HelperError>())
+        {
+            Some(h) => h.clone().into(),
+            None => PgpError::Decrypt(e.to_string()),
+        }
+    })?;
+    if !verifier.message_processed() {
+        return Err(PgpError::Decrypt("the message was truncated".into()));
+    }
+    Ok(out)
+}
+
+/// Signature policy of [`read_signed`]: a good signature by exactly the
+/// expected cert, or nothing checked when none is expected.
+struct SignedHelper<'a> {
+    signer: Option<&'a PublicKey>,
+}
+
+impl VerificationHelper for SignedHelper<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(self
+            .signer
+            .map(|s| vec![s.cert.clone()])
+            .unwrap_or_default())
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        let Some(expected) = self.signer else {
+            return Ok(());
+        };
+        let want: Fingerprint = expected.cert.fingerprint();
+        let good = structure.into_iter().any(|layer| match layer {
+            MessageLayer::SignatureGroup { results } => results
+                .iter()
+                .any(|r| r.as_ref().is_ok_and(|g| g.ka.cert().fingerprint() == want)),
+            _ => false,
+        });
+        if good {
+            Ok(())
+        } else {
+            Err(HelperError::BadSignature(expected.fingerprint()).into())
+        }
+    }
+}
+
+/// The fingerprint of a private key, read without unlocking it; an error
+/// when the data holds no secret key material.
+pub fn secret_key_fingerprint(data: &[u8]) -> Result<String, PgpError> {
+    let cert = Cert::from_bytes(data).map_err(|e| PgpError::BadKey(e.to_string()))?;
+    if !cert.is_tsk() {
+        return Err(PgpError::NotSecret);
+    }
+    Ok(cert.fingerprint().to_hex())
 }
 
 /// Errors the helper raises, kept typed so they survive sequoia's

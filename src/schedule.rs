@@ -135,6 +135,12 @@ pub enum ScheduleError {
     FieldCount { expr: String, found: usize },
 
     #[error(
+        "{expr:?} is neither `every <duration>` (e.g. every 5m, every 1h 30m) \
+         nor a cron expression (5 fields, e.g. \"*/15 * * * *\", or 6 with seconds first)"
+    )]
+    NotASchedule { expr: String },
+
+    #[error(
         "cron expression {expr:?}: unknown nickname {nickname:?}; supported are \
          @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"
     )]
@@ -361,6 +367,17 @@ fn parse_cron(expr: &str, tz: Tz) -> Result<Schedule, ScheduleError> {
     let fields: Vec<&str> = expanded.split_whitespace().collect();
     // croner itself would also take a 7th (year) field; configs written for
     // other cron implementations should fail loudly instead.
+    // A word where a cron field would start is a misspelt `every`, not a
+    // cron expression with the wrong number of fields.
+    if !(5..=6).contains(&fields.len())
+        && fields
+            .first()
+            .is_some_and(|f| f.starts_with(|c: char| c.is_ascii_alphabetic()))
+    {
+        return Err(ScheduleError::NotASchedule {
+            expr: expr.to_owned(),
+        });
+    }
     if !(5..=6).contains(&fields.len()) {
         return Err(ScheduleError::FieldCount {
             expr: expr.to_owned(),

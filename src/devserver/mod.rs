@@ -13,6 +13,7 @@
 mod clock;
 mod handlers;
 mod jwt;
+mod kit;
 mod metadata_keys;
 mod query;
 pub mod seed;

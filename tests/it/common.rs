@@ -263,3 +263,12 @@ pub async fn wait_until(within: std::time::Duration, mut cond: impl FnMut() -> b
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// An account kit for `who`, signed with its key as the browser extension
+/// signs it.
+pub fn account_kit(server: &DevServer, who: &Fixture) -> String {
+    let armored = std::fs::read_to_string(&who.private_path).unwrap();
+    server
+        .account_kit(&who.id, &armored, &shared_key(who))
+        .unwrap()
+}

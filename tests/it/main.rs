@@ -4,9 +4,12 @@
 mod common;
 
 mod backoff;
+mod check_offline;
 mod config;
+mod config_errors;
 mod config_watch;
 mod daemon;
+mod demo;
 mod devserver_fidelity;
 mod devserver_incremental;
 mod dotenv_consumers;
@@ -14,6 +17,7 @@ mod faults;
 mod hardening;
 mod hooks;
 mod incremental;
+mod init;
 mod interop;
 mod no_secret_in_errors;
 mod no_secret_in_logs;

@@ -42,8 +42,26 @@ async fn trace_logs_of_every_command_leak_nothing() {
     let config = write_config(dir.path(), &server, &who, &targets);
     let c = config.to_str().unwrap();
     let trace = [("RUST_LOG", "trace")];
+    let kit = dir.path().join("kit");
+    std::fs::write(&kit, common::account_kit(&server, &who)).unwrap();
+    let pass = dir.path().join(format!("{}.pass", who.name));
+    let init_dir = dir.path().join("init");
+    let init_target = out.join("init.env");
     let mut logs = String::new();
     for args in [
+        vec![
+            "init",
+            "--account-kit",
+            kit.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+            "--dir",
+            init_dir.to_str().unwrap(),
+            "--folder",
+            "Production/myapp",
+            "--target",
+            init_target.to_str().unwrap(),
+        ],
         vec!["resources", "-c", c],
         vec!["resources", "--json", "-c", c],
         vec!["check", "--online", "-c", c],

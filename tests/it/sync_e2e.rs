@@ -534,14 +534,30 @@ async fn the_example_config_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     // The example names its template relative to itself, as in /etc.
-    std::fs::copy(root.join("sync.example.yaml"), dir.path().join("sync.yaml")).unwrap();
+    // Offline `check` also wants the credentials and the target
+    // directories on this host: give it both, under the scratch folder.
+    let etc = dir.path().display().to_string();
+    let example = std::fs::read_to_string(root.join("sync.example.yaml"))
+        .unwrap()
+        .replace("/etc/", &format!("{etc}/"));
+    std::fs::write(dir.path().join("sync.yaml"), example).unwrap();
+    for d in ["myapp", "nginx/tls"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let alice = crate::common::fixture("alice");
+    std::fs::copy(&alice.private_path, dir.path().join("private.asc")).unwrap();
+    std::fs::write(dir.path().join("passphrase"), "x\n").unwrap();
     std::fs::copy(
         root.join("docs/app.conf.tmpl"),
         dir.path().join("app.conf.tmpl"),
     )
     .unwrap();
     let config = dir.path().join("sync.yaml");
-    let out = cli(&["check", "-c", config.to_str().unwrap()], &[]).await;
+    let out = cli(
+        &["check", "-c", config.to_str().unwrap()],
+        &[("CREDENTIALS_DIRECTORY", &etc)],
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("valid, 5 target(s)"), "{stdout}");
