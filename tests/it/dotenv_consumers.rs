@@ -168,23 +168,34 @@ fn bash_read(file: &Path, names: &[String]) -> HashMap<String, Vec<u8>> {
         .collect()
 }
 
+/// The first python3 that imports python-dotenv: the one on PATH (pyenv, a
+/// venv), else Debian's, which `python3-dotenv` serves.
+fn python() -> &'static str {
+    static FOUND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| {
+        ["python3", "/usr/bin/python3"]
+            .into_iter()
+            .find(|p| {
+                Command::new(p)
+                    .args(["-c", "import dotenv"])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .expect(
+                "no python3 imports python-dotenv; `.ci/deps --test` installs Debian's python3-dotenv",
+            )
+    })
+}
+
 fn require_python_dotenv() {
-    let ok = Command::new("python3")
-        .args(["-c", "import dotenv"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "python-dotenv is not importable by python3; install it with `pip install python-dotenv`"
-    );
+    python();
 }
 
 /// Everything python-dotenv's `dotenv_values` reads from each file, in one
 /// interpreter run.
 fn python_read_all(files: &[&Path]) -> Vec<BTreeMap<String, Option<String>>> {
     require_python_dotenv();
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .args([
             "-c",
             "import sys, json\nfrom dotenv import dotenv_values\n\
@@ -519,7 +530,7 @@ fn write_dotenv_table() {
         md,
         "python-dotenv {}, {}, {}.\n",
         tool_version(
-            "python3",
+            python(),
             &[
                 "-c",
                 "import importlib.metadata as m; print(m.version('python-dotenv'))"
