@@ -170,7 +170,7 @@ fn bash_read(file: &Path, names: &[String]) -> HashMap<String, Vec<u8>> {
 
 /// The first python3 that imports python-dotenv: the one on PATH (pyenv, a
 /// venv), else Debian's, which `python3-dotenv` serves.
-fn python() -> &'static str {
+fn python_with_dotenv() -> &'static str {
     static FOUND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
     FOUND.get_or_init(|| {
         ["python3", "/usr/bin/python3"]
@@ -188,14 +188,14 @@ fn python() -> &'static str {
 }
 
 fn require_python_dotenv() {
-    python();
+    python_with_dotenv();
 }
 
 /// Everything python-dotenv's `dotenv_values` reads from each file, in one
 /// interpreter run.
 fn python_read_all(files: &[&Path]) -> Vec<BTreeMap<String, Option<String>>> {
     require_python_dotenv();
-    let out = Command::new(python())
+    let out = Command::new(python_with_dotenv())
         .args([
             "-c",
             "import sys, json\nfrom dotenv import dotenv_values\n\
@@ -530,7 +530,7 @@ fn write_dotenv_table() {
         md,
         "python-dotenv {}, {}, {}.\n",
         tool_version(
-            python(),
+            python_with_dotenv(),
             &[
                 "-c",
                 "import importlib.metadata as m; print(m.version('python-dotenv'))"
