@@ -10,6 +10,7 @@ mod daemon;
 mod devserver_fidelity;
 mod devserver_incremental;
 mod dotenv_consumers;
+mod endurance;
 mod faults;
 mod hardening;
 mod hooks;
