@@ -13,6 +13,7 @@ mod demo;
 mod devserver_fidelity;
 mod devserver_incremental;
 mod dotenv_consumers;
+mod endurance;
 mod faults;
 mod hardening;
 mod hooks;
