@@ -278,12 +278,23 @@ async fn try_config(
     writeln!(out, "\n$ {exe} check --online -c {}", path.display()).map_err(w)?;
     let ok = commands::check(&config, path, true, out).await?;
     writeln!(out, "readable by this account:").map_err(w)?;
-    for r in readable {
+    // An account may read thousands: a sample here, `resources` for all.
+    const SHOWN: usize = 10;
+    for r in readable.iter().take(SHOWN) {
         let name = match &r.folder {
             Some(f) => format!("{f}/{}", r.name),
             None => r.name.clone(),
         };
         writeln!(out, "  {}  {name}", r.id).map_err(w)?;
+    }
+    if readable.len() > SHOWN {
+        writeln!(
+            out,
+            "  ... and {} more: {exe} resources -c {} lists them all",
+            readable.len() - SHOWN,
+            path.display()
+        )
+        .map_err(w)?;
     }
     let next = if config.targets.is_empty() {
         format!(
