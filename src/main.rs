@@ -254,8 +254,10 @@ fn main() -> ExitCode {
         eprintln!("passbolt-sync: {e}");
         return ExitCode::from(1);
     }
-    // Only while this process has one thread can its environment change.
+    // Only while this process has one thread can its environment change,
+    // and its allocator be tuned.
     capture_passphrase(&cli.command);
+    passbolt_sync::process::one_malloc_arena();
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

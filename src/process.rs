@@ -43,6 +43,22 @@ pub fn harden() -> Result<(), HardenError> {
     nix::sys::prctl::set_dumpable(false).map_err(HardenError::Dumpable)
 }
 
+/// Makes every thread allocate from one malloc arena. glibc gives each
+/// thread that allocates its own arena, and what a pass frees in them
+/// stays fragmented there: measured with 1,000 secrets held, the idle
+/// daemon's anonymous memory is 5.3 MB with one arena and 10.2 MB with the
+/// default. The threads are few and the work is OpenPGP, not allocation,
+/// so the shared lock costs nothing measurable. Must run before the
+/// runtime starts its threads.
+pub fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc tunable; called while the process
+    // is single-threaded, before any other thread could allocate.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// A command for `program` with the child set-up described in the module
 /// documentation. Callers add arguments, environment and stdout/stderr,
 /// and start it with [`Child::spawn`].
