@@ -189,6 +189,7 @@ fn new_client(server: &DevServer, who: &Who) -> Client {
             user_id: who.f.id.clone(),
             fingerprint: Some(server.server_fingerprint()),
             ca_pem: None,
+            client_identity: None,
             timeout: Duration::from_secs(30),
         },
         who.key.clone(),

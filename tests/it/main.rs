@@ -21,4 +21,5 @@ mod session;
 mod sync_e2e;
 mod systemd_units;
 mod template;
+mod tls;
 mod write;
