@@ -15,6 +15,7 @@ mod incremental;
 mod interop;
 mod no_secret_in_errors;
 mod no_secret_in_logs;
+mod props;
 mod schedule_driver;
 mod schedule_parse;
 mod session;
