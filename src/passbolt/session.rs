@@ -245,7 +245,7 @@ impl Session {
             req = req.json(body);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let mut resp = req.send().await.map_err(|e| unreachable(&self.opts, &e))?;
         let status = resp.status();
         let location = resp
             .headers()
@@ -267,7 +267,11 @@ impl Session {
             return Err(too_large());
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| unreachable(&self.opts, &e))?
+        {
             self.response_bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if (body.len() + chunk.len()) as u64 > limit {
@@ -652,22 +656,18 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-impl Session {
-    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
-        // reqwest's outer layers say "error sending request for url (...)";
-        // the innermost cause says why: refused, DNS, TLS, timeout.
-        let mut detail = match super::tls::explain(e, &self.opts) {
-            Some(why) => why,
-            None => innermost(e),
-        };
-        if e.is_timeout() && !detail.contains("timed out") {
-            detail = format!("timed out ({detail})");
-        }
-        ClientError::Unreachable {
-            url: self.opts.base_url.clone(),
-            detail,
-            connect: e.is_connect(),
-        }
+fn unreachable(opts: &SessionOptions, e: &reqwest::Error) -> ClientError {
+    // reqwest's outer layers say "error sending request for url (...)";
+    // the innermost cause says why: refused, DNS, TLS, timeout. For TLS,
+    // `tls::explain` says which setting fixes it.
+    let mut detail = super::tls::explain(e, opts).unwrap_or_else(|| innermost(e));
+    if e.is_timeout() && !detail.contains("timed out") {
+        detail = format!("timed out ({detail})");
+    }
+    ClientError::Unreachable {
+        url: opts.base_url.clone(),
+        detail,
+        connect: e.is_connect(),
     }
 }
 
