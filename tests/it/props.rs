@@ -569,3 +569,33 @@ fn fuzz_seeds_pass_their_targets_checks() {
         assert_dotenv_round_trip(&tricky_vars(&values)).unwrap();
     }
 }
+
+/// Found by `listing_decoder_returns_an_error_never_a_panic_on_mutated_answers`:
+/// one byte of a captured listing replaced by `#` broke the armor of a v5
+/// metadata message so that sequoia-openpgp 2.4 panicked
+/// ("Invalid ASCII Armor footer", an unwrap in its parser) instead of
+/// returning an error.
+#[test]
+fn regression_armor_that_made_sequoia_panic_is_a_metadata_error() {
+    let (key, ring, slugs) = admin();
+    let mut bytes = capture_body("06_resources_index_GET_plain_admin.json");
+    let at = (0.2288930046489001 * bytes.len() as f64) as usize;
+    bytes[at] = b'#';
+    let envelope: Envelope<Vec<Row>> = serde_json::from_slice(&bytes).unwrap();
+    let errors: Vec<_> = envelope
+        .body
+        .iter()
+        .take(4)
+        .filter_map(|row| {
+            decode_metadata(row, &slugs[&row.resource_type_id], None, ring, key).err()
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("the OpenPGP parser failed on this malformed message"),
+        "{}",
+        errors[0]
+    );
+}
