@@ -71,7 +71,9 @@ pub async fn connect(config: &Config) -> Result<Client, AppError> {
         }
         None => None,
     };
-    Ok(Client::new(session_options(config, ca_pem), Arc::new(key))?)
+    let mut opts = session_options(config, ca_pem);
+    opts.client_identity = config.server.read_client_identity()?;
+    Ok(Client::new(opts, Arc::new(key))?)
 }
 
 pub fn session_options(config: &Config, ca_pem: Option<Vec<u8>>) -> SessionOptions {
@@ -80,6 +82,7 @@ pub fn session_options(config: &Config, ca_pem: Option<Vec<u8>>) -> SessionOptio
         user_id: config.auth.user_id.clone(),
         fingerprint: config.server.fingerprint.clone(),
         ca_pem,
+        client_identity: None,
         timeout: config.server.timeout,
         max_response_bytes: config.server.max_response_bytes,
     }

@@ -91,6 +91,12 @@ pub struct Server {
     pub fingerprint: Option<String>,
     #[serde(default, deserialize_with = "de_opt_path")]
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a server behind an mTLS proxy; with
+    /// `client_key_file`.
+    #[serde(default, deserialize_with = "de_opt_path")]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_opt_path")]
+    pub client_key_file: Option<PathBuf>,
     /// HTTP timeout for one request.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
@@ -470,6 +476,15 @@ impl Config {
         if let Some(p) = &mut config.server.ca_file {
             anchor(p);
         }
+        for p in [
+            &mut config.server.client_cert_file,
+            &mut config.server.client_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            anchor(p);
+        }
         Ok(config)
     }
 
@@ -478,6 +493,11 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
+        if self.server.client_cert_file.is_some() != self.server.client_key_file.is_some() {
+            return Err(invalid(
+                "server: give both `client_cert_file` and `client_key_file`, or neither".into(),
+            ));
+        }
         if self.auth.passphrase_file.is_some() && self.auth.passphrase_env.is_some() {
             return Err(invalid(
                 "auth: give `passphrase_file` or `passphrase_env`, not both".into(),
@@ -515,6 +535,27 @@ impl Config {
 }
 
 pub const DEFAULT_SCHEDULE: &str = "every 5m";
+
+impl Server {
+    /// The client certificate and key for mTLS, read now, when both are
+    /// configured (the config loader refuses one without the other).
+    pub fn read_client_identity(
+        &self,
+    ) -> Result<Option<crate::passbolt::ClientIdentity>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.client_cert_file, &self.client_key_file) else {
+            return Ok(None);
+        };
+        let read = |what: &'static str, file: &Path| {
+            let path = expand(file)?;
+            std::fs::read(&path)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|source| ConfigError::ReadCredential { what, path, source })
+        };
+        let cert = read("the client certificate file", cert)?;
+        let key = read("the client key file", key)?;
+        Ok(Some(crate::passbolt::ClientIdentity::from_pem(&cert, &key)))
+    }
+}
 
 impl Auth {
     /// Reads the private key file (armored).

@@ -405,6 +405,8 @@ async fn list_readable(
             ca_pem: None,
             timeout: Duration::from_secs(30),
             max_response_bytes: crate::passbolt::session::DEFAULT_MAX_RESPONSE_BYTES,
+            // An account kit names no client certificate.
+            client_identity: None,
         },
         Arc::new(key),
     )?;

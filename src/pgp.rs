@@ -304,6 +304,24 @@ impl PrivateKey {
         message: &[u8],
         signer: Option<&PublicKey>,
     ) -> Result<Zeroizing<Vec<u8>>, PgpError> {
+        // sequoia-openpgp 2.4 panics on some malformed armor (an unwrap in
+        // its parser, found by tests/it/props.rs); a message from the
+        // server must be an error, never a crash of the daemon.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.decrypt_unguarded(message, signer)
+        }))
+        .unwrap_or_else(|_| {
+            Err(PgpError::Decrypt(
+                "the OpenPGP parser failed on this malformed message".into(),
+            ))
+        })
+    }
+
+    fn decrypt_unguarded(
+        &self,
+        message: &[u8],
+        signer: Option<&PublicKey>,
+    ) -> Result<Zeroizing<Vec<u8>>, PgpError> {
         let helper = Helper { key: self, signer };
         let mut decryptor = DecryptorBuilder::from_bytes(message)
             .map_err(|e| PgpError::Decrypt(e.to_string()))?

@@ -290,6 +290,7 @@ pub fn new_client(server: &DevServer, who: &Who) -> Client {
             ca_pem: None,
             timeout: Duration::from_secs(120),
             max_response_bytes: session::DEFAULT_MAX_RESPONSE_BYTES,
+            client_identity: None,
         },
         who.key.clone(),
     )

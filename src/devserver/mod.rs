@@ -18,6 +18,7 @@ mod metadata_keys;
 mod query;
 pub mod seed;
 mod store;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use crate::pgp::{self, PrivateKey, PublicKey};
 use metadata_keys::MetadataKey;
 use seed::SealedMetadata;
 pub use seed::{SeedFolder, SeedResource};
+pub use tls::TlsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevServerError {
@@ -53,6 +55,8 @@ pub enum DevServerError {
         "dev server: resource {0} is a personal item (its metadata is encrypted with its owner's key) and cannot be shared"
     )]
     PersonalItem(String),
+    #[error("dev server: TLS: {0}")]
+    Tls(String),
 }
 
 impl DevServerError {
@@ -284,6 +288,8 @@ pub struct DevServer {
     state: Arc<State>,
     addr: SocketAddr,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// Set for a server started with `start_tls`.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl DevServer {
@@ -295,6 +301,29 @@ impl DevServer {
         folders: Vec<SeedFolder>,
         resources: Vec<SeedResource>,
     ) -> Result<DevServer, DevServerError> {
+        DevServer::start_with(opts, None, accounts, folders, resources).await
+    }
+
+    /// Like `start`, serving HTTPS with `tls`; the base URL is
+    /// `https://<bind address>`, so the certificate must name that IP.
+    pub async fn start_tls(
+        opts: Options,
+        tls: TlsConfig,
+        accounts: Vec<Account>,
+        folders: Vec<SeedFolder>,
+        resources: Vec<SeedResource>,
+    ) -> Result<DevServer, DevServerError> {
+        DevServer::start_with(opts, Some(tls), accounts, folders, resources).await
+    }
+
+    async fn start_with(
+        opts: Options,
+        tls: Option<TlsConfig>,
+        accounts: Vec<Account>,
+        folders: Vec<SeedFolder>,
+        resources: Vec<SeedResource>,
+    ) -> Result<DevServer, DevServerError> {
+        let tls = tls.map(|t| t.acceptor()).transpose()?;
         let listener =
             TcpListener::bind(opts.bind)
                 .await
@@ -308,10 +337,11 @@ impl DevServer {
                 addr: opts.bind,
                 source,
             })?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = opts
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
         let state = tokio::task::spawn_blocking(move || {
             let state = build_state(base_url, opts, accounts)?;
             state.add_folders(folders)?;
@@ -324,25 +354,44 @@ impl DevServer {
             state: Arc::new(state),
             addr,
             running: None,
+            tls,
         };
-        server.serve(listener);
+        server.serve(listener)?;
         Ok(server)
     }
 
-    fn serve(&mut self, listener: TcpListener) {
+    fn serve(&mut self, listener: TcpListener) -> Result<(), DevServerError> {
         let (tx, rx) = oneshot::channel();
         let app = handlers::router(self.state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let task = match &self.tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await;
+            }),
+            Some(acceptor) => {
+                let listener =
+                    tls::TlsListener::new(listener, acceptor.clone()).map_err(|source| {
+                        DevServerError::Bind {
+                            addr: self.addr,
+                            source,
+                        }
+                    })?;
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown)
+                        .await;
                 })
-                .await;
-        });
+            }
+        };
         self.running = Some((tx, task));
+        Ok(())
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    /// Base URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS).
     pub fn url(&self) -> String {
         self.state.base_url.clone()
     }
@@ -383,8 +432,7 @@ impl DevServer {
                     addr: self.addr,
                     source,
                 })?;
-        self.serve(listener);
-        Ok(())
+        self.serve(listener)
     }
 
     pub fn events(&self) -> Vec<Event> {

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod metadata;
 pub mod model;
 pub mod session;
+mod tls;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -18,7 +19,7 @@ use tokio::sync::Mutex;
 
 pub use decode::DecodeError;
 pub use metadata::{Keyring, MetadataKeyError};
-pub use session::{Session, SessionOptions, SessionStats};
+pub use session::{ClientIdentity, Session, SessionOptions, SessionStats};
 
 use crate::pgp::{PgpError, PrivateKey};
 use crate::secret::{Resource, SecretFields};

@@ -43,10 +43,35 @@ pub struct SessionOptions {
     pub fingerprint: Option<String>,
     /// Extra PEM trust roots, added to the system's.
     pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and its key, for a server behind an mTLS proxy.
+    pub client_identity: Option<ClientIdentity>,
     pub timeout: Duration,
     /// Largest response body accepted; a larger one is refused while it
     /// streams in, never buffered whole.
     pub max_response_bytes: u64,
+}
+
+/// A client certificate chain and its private key, PEM, concatenated as
+/// reqwest reads them. Never printed.
+#[derive(Clone)]
+pub struct ClientIdentity(Zeroizing<Vec<u8>>);
+
+impl ClientIdentity {
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> ClientIdentity {
+        let mut pem = Zeroizing::new(Vec::with_capacity(cert_pem.len() + key_pem.len() + 1));
+        pem.extend_from_slice(cert_pem);
+        if !pem.ends_with(b"\n") {
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(key_pem);
+        ClientIdentity(pem)
+    }
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity([redacted])")
+    }
 }
 
 /// The default of `server.max_response_bytes`: a listing of 10,000 v5
@@ -153,6 +178,16 @@ impl Session {
                 .map_err(|e| ClientError::Tls(format!("server.ca_file: {e}")))?;
             builder = builder.tls_certs_merge(certs);
         }
+        if let Some(ClientIdentity(pem)) = &opts.client_identity {
+            // reqwest's message names no key material, only what is wrong.
+            let identity = reqwest::Identity::from_pem(pem).map_err(|e| {
+                ClientError::Tls(format!(
+                    "server.client_cert_file / server.client_key_file: {}",
+                    innermost(&e)
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
         let http = builder
             .build()
             .map_err(|e| ClientError::Tls(format!("cannot set up HTTPS: {e}")))?;
@@ -223,10 +258,7 @@ impl Session {
             req = req.json(body);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.opts.base_url, &e))?;
+        let mut resp = req.send().await.map_err(|e| unreachable(&self.opts, &e))?;
         let status = resp.status();
         let location = resp
             .headers()
@@ -256,7 +288,7 @@ impl Session {
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| unreachable(&self.opts.base_url, &e))?
+            .map_err(|e| unreachable(&self.opts, &e))?
         {
             self.response_bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -687,22 +719,27 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn unreachable(base: &str, e: &reqwest::Error) -> ClientError {
+fn unreachable(opts: &SessionOptions, e: &reqwest::Error) -> ClientError {
     // reqwest's outer layers say "error sending request for url (...)";
-    // the innermost cause says why: refused, DNS, TLS, timeout.
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    let mut detail = cause.to_string();
+    // the innermost cause says why: refused, DNS, TLS, timeout. For TLS,
+    // `tls::explain` says which setting fixes it.
+    let mut detail = super::tls::explain(e, opts).unwrap_or_else(|| innermost(e));
     if e.is_timeout() && !detail.contains("timed out") {
         detail = format!("timed out ({detail})");
     }
     ClientError::Unreachable {
-        url: base.to_string(),
+        url: opts.base_url.clone(),
         detail,
         connect: e.is_connect(),
     }
+}
+
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 fn status_error(path: &str, reply: &Reply, message: String) -> ClientError {

@@ -124,6 +124,7 @@ pub fn client(server: &DevServer, who: &Fixture) -> passbolt_sync::passbolt::Cli
             user_id: who.id.clone(),
             fingerprint: Some(server.server_fingerprint()),
             ca_pem: None,
+            client_identity: None,
             timeout: std::time::Duration::from_secs(10),
             max_response_bytes: passbolt_sync::passbolt::session::DEFAULT_MAX_RESPONSE_BYTES,
         },
