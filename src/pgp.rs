@@ -329,15 +329,7 @@ impl PrivateKey {
             .map_err(classify)?;
         // Plaintext read before an error is thrown away with the buffer.
         let mut out = Zeroizing::new(Vec::new());
-        decryptor.read_to_end(&mut out).map_err(|e| {
-            match e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<HelperError>())
-            {
-                Some(h) => h.clone().into(),
-                None => PgpError::Decrypt(e.to_string()),
-            }
-        })?;
+        decryptor.read_to_end(&mut out).map_err(read_error)?;
         if !decryptor.message_processed() {
             return Err(PgpError::Decrypt("the message was truncated".into()));
         }
@@ -411,15 +403,7 @@ fn read_signed(message: &[u8], signer: Option<&PublicKey>) -> Result<Vec<u8>, Pg
         .with_policy(&POLICY, None, helper)
         .map_err(classify)?;
     let mut out = Vec::new();
-    verifier.read_to_end(&mut out).map_err(|e| {
-        match e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<HelperError>())
-        {
-            Some(h) => h.clone().into(),
-            None => PgpError::Decrypt(e.to_string()),
-        }
-    })?;
+    verifier.read_to_end(&mut out).map_err(read_error)?;
     if !verifier.message_processed() {
         return Err(PgpError::Decrypt("the message was truncated".into()));
     }
@@ -490,6 +474,18 @@ impl From<HelperError> for PgpError {
                 PgpError::Decrypt("the message is not encrypted to this key".into())
             }
         }
+    }
+}
+
+/// A reading error of sequoia's streaming parser, with the helper's own
+/// typed errors recovered from inside it.
+fn read_error(e: std::io::Error) -> PgpError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<HelperError>())
+    {
+        Some(h) => h.clone().into(),
+        None => PgpError::Decrypt(e.to_string()),
     }
 }
 

@@ -22,7 +22,8 @@ fn pin_target(out: &Path, schedule: &str) -> String {
     )
 }
 
-fn set_pin(server: &passbolt_sync::devserver::DevServer, pin: &str) {
+/// Changes the PIN of the v5 pin-code resource, as a user editing it would.
+pub fn set_pin(server: &passbolt_sync::devserver::DevServer, pin: &str) {
     server
         .set_secret(
             ids::V5_PIN,

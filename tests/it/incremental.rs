@@ -56,16 +56,7 @@ pub fn targets(out: &Path, extra: &str) -> String {
     )
 }
 
-pub fn set_pin(server: &passbolt_sync::devserver::DevServer, pin: &str) {
-    server
-        .set_secret(
-            ids::V5_PIN,
-            &format!(
-                r#"{{"object_type":"PASSBOLT_SECRET_DATA","pin_code":"{pin}","description":null}}"#
-            ),
-        )
-        .unwrap();
-}
+use crate::daemon::set_pin;
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
