@@ -581,12 +581,7 @@ impl Auth {
                 path,
                 source,
             })?;
-            if data.last() == Some(&b'\n') {
-                data.pop();
-                if data.last() == Some(&b'\r') {
-                    data.pop();
-                }
-            }
+            strip_line_end(&mut data);
             return Ok(Some(zeroize::Zeroizing::new(data)));
         }
         if let Some(name) = &self.passphrase_env {
@@ -603,6 +598,17 @@ impl Auth {
             };
         }
         Ok(None)
+    }
+}
+
+/// Drops one trailing newline (`\n` or `\r\n`): editors and `echo` add
+/// it to a passphrase file, and it is never part of the passphrase.
+pub fn strip_line_end(data: &mut Vec<u8>) {
+    if data.last() == Some(&b'\n') {
+        data.pop();
+        if data.last() == Some(&b'\r') {
+            data.pop();
+        }
     }
 }
 

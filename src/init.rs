@@ -347,14 +347,8 @@ fn read_passphrase(path: &Path) -> Result<Zeroizing<Vec<u8>>, InitError> {
         path: path.to_path_buf(),
         source,
     })?;
-    // The same rule as `auth.passphrase_file`: one trailing newline is not
-    // part of it.
-    if data.last() == Some(&b'\n') {
-        data.pop();
-        if data.last() == Some(&b'\r') {
-            data.pop();
-        }
-    }
+    // The same rule as `auth.passphrase_file`.
+    crate::config::strip_line_end(&mut data);
     Ok(Zeroizing::new(data))
 }
 
