@@ -140,7 +140,7 @@ fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
 }
 
 /// Every variable `bash -c 'set -a; . file'` ends up with, out of `names`.
-fn bash_read(file: &Path, names: &[String]) -> HashMap<String, Vec<u8>> {
+pub(crate) fn bash_read(file: &Path, names: &[String]) -> HashMap<String, Vec<u8>> {
     let script = r#"set -a; . "$1"; set +a; shift
         for n in "$@"; do
             if [[ -v $n ]]; then printf 'S%s\0' "${!n}"; else printf 'U\0'; fi

@@ -10,7 +10,6 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use passbolt_sync::config::Config;
@@ -56,31 +55,8 @@ fn runner(cases: u32) -> TestRunner {
 /// Every variable of `file` as bash reads it (`set -a; . file`), one bash
 /// for all of `names`; `None` for a name bash left unset.
 fn bash_read(file: &Path, names: &[String]) -> Vec<Option<Vec<u8>>> {
-    let script = r#"set -a; . "$1"; set +a; shift
-        for n in "$@"; do
-            if [[ -v $n ]]; then printf 'S%s\0' "${!n}"; else printf 'U\0'; fi
-        done"#;
-    let out = Command::new("bash")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("LC_ALL", "C")
-        .args(["-c", script, "bash"])
-        .arg(file)
-        .args(names)
-        .output()
-        .expect("bash must be installed");
-    assert!(out.status.success(), "bash failed: {out:?}");
-    assert!(
-        out.stderr.is_empty(),
-        "bash complained: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fields: Vec<&[u8]> = out.stdout.split(|&b| b == 0).collect();
-    assert_eq!(fields.len(), names.len() + 1, "one field per name");
-    fields[..names.len()]
-        .iter()
-        .map(|f| f.strip_prefix(b"S").map(<[u8]>::to_vec))
-        .collect()
+    let read = crate::dotenv_consumers::bash_read(file, names);
+    names.iter().map(|n| read.get(n).cloned()).collect()
 }
 
 #[test]
