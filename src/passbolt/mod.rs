@@ -206,6 +206,13 @@ impl std::ops::Sub for Counters {
 /// proxies (nginx's large_client_header_buffers, Apache's LimitRequestLine).
 pub const MAX_URL_BYTES: usize = 8 * 1024;
 
+/// One downloaded secret row with the resource decoded from it.
+struct SecretWork {
+    resource: Resource,
+    custom: Vec<CustomFieldEntry>,
+    armored: Option<String>,
+}
+
 /// Decoded v5 metadata, kept while its row is unchanged: decrypting it
 /// again costs a private-key operation per resource and listing.
 struct DecodedMetadata {
@@ -376,20 +383,23 @@ impl Client {
                 .count();
             self.secrets_downloaded
                 .fetch_add(downloaded as u64, Ordering::Relaxed);
-            let work = self.prepare_secrets(rows, servertime).await?;
+            let work = self.prepare_secrets(rows).await?;
             let user_key = self.session.user_key().clone();
             let next = tokio::task::spawn_blocking(move || {
-                par_map(work, |(id, slug, armored, custom, modified)| {
-                    let fields = match armored {
-                        Some(a) => decode::decode_secret(&id, &slug, &a, &custom, &user_key),
-                        None => Err(DecodeError::NoSecret { id: id.clone() }),
+                par_map(work, |w| {
+                    let r = w.resource;
+                    let fields = match w.armored {
+                        Some(a) => {
+                            decode::decode_secret(&r.id, &r.type_slug, &a, &w.custom, &user_key)
+                        }
+                        None => Err(DecodeError::NoSecret { id: r.id.clone() }),
                     };
                     let fetched = FetchedSecret {
-                        modified,
+                        modified: r.modified,
                         servertime,
                         fields,
                     };
-                    (id, fetched)
+                    (r.id, fetched)
                 })
             });
             if let Some(previous) = decrypting.replace(next) {
@@ -412,23 +422,12 @@ impl Client {
         ids.chunks(per_batch).collect()
     }
 
-    /// Pairs each secret row with the slug and custom field entries that
-    /// decoding it needs.
-    #[allow(clippy::type_complexity)]
+    /// Pairs each secret row with the resource decoded from it (its slug,
+    /// `modified` and custom field entries label the secret).
     async fn prepare_secrets(
         &self,
         mut rows: Vec<model::Resource>,
-        servertime: Option<i64>,
-    ) -> Result<
-        Vec<(
-            String,
-            String,
-            Option<String>,
-            Vec<CustomFieldEntry>,
-            Option<String>,
-        )>,
-        ClientError,
-    > {
+    ) -> Result<Vec<SecretWork>, ClientError> {
         let armored: Vec<Option<String>> = rows
             .iter_mut()
             .map(|r| {
@@ -438,20 +437,24 @@ impl Client {
                     .map(|s| s.data)
             })
             .collect();
-        let modified: Vec<Option<String>> = rows.iter().map(|r| r.modified.clone()).collect();
         let (decoded, failures) = self.decode_rows(rows).await?;
-        let mut work = Vec::new();
-        for ((item, armored), modified) in decoded.into_iter().zip(armored).zip(modified) {
-            if let Some((resource, custom)) = item {
-                work.push((resource.id, resource.type_slug, armored, custom, modified));
-            }
-        }
         for e in failures {
             // Its metadata does not decode, so neither can its secret be
             // labelled; the listing already reported it.
-            tracing::debug!(error = %e, servertime, "secret row skipped");
+            tracing::debug!(error = %e, "secret row skipped");
         }
-        Ok(work)
+        Ok(decoded
+            .into_iter()
+            .zip(armored)
+            .filter_map(|(item, armored)| {
+                let (resource, custom) = item?;
+                Some(SecretWork {
+                    resource,
+                    custom,
+                    armored,
+                })
+            })
+            .collect())
     }
 
     async fn decode(
