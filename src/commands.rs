@@ -265,23 +265,38 @@ pub async fn check(
     let keys = client.load_metadata_keys().await?;
     let mut fps: Vec<&String> = keys.fingerprints().values().collect();
     fps.sort();
-    writeln!(
-        out,
-        "v5 metadata keys shared with this account: {}{}",
-        keys.len(),
-        if fps.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({})",
-                fps.iter()
-                    .map(|f| f.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+    if client.pre_v5() {
+        writeln!(
+            out,
+            "v5 metadata: none on this server (passbolt before v5); v4 resources only"
+        )
+        .map_err(w)?;
+    } else {
+        writeln!(
+            out,
+            "v5 metadata keys shared with this account: {}{}",
+            keys.len(),
+            if fps.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    fps.iter()
+                        .map(|f| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        )
+        .map_err(w)?;
+        for fpr in keys.unshared() {
+            writeln!(
+                out,
+                "  the metadata key {fpr} is not shared with this account yet; an administrator must share it"
             )
+            .map_err(w)?;
         }
-    )
-    .map_err(w)?;
+    }
     // Resolving needs names, types and custom field labels, all in the
     // metadata: a check reads no secret (each one read is an audit row).
     let listing = sync::list_for(&client, &plan).await?;

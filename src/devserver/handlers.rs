@@ -551,12 +551,22 @@ fn logout(state: &State, path: &str, user_id: &str, body: &Bytes) -> Response {
 }
 
 fn read(state: &State, path: &str, query: &Query, user_id: &str) -> Response {
+    let pre_v5 = state.data().faults.pre_v5;
+    if pre_v5 && path.starts_with("/metadata/") {
+        return error(
+            state,
+            StatusCode::NOT_FOUND,
+            path,
+            "The requested address was not found.",
+        );
+    }
     match path {
         "/users/me.json" => me(state, path, query, user_id),
         "/resource-types.json" => success(state, path,
             Value::Array(
                 super::seed::RESOURCE_TYPES
                     .iter()
+                    .filter(|(_, slug, _)| !(pre_v5 && slug.starts_with("v5-")))
                     .map(|(id, slug, name)| json!({"id": id, "slug": slug, "name": name, "definition": {"resource": {}, "secret": {}}, "deleted": null}))
                     .collect(),
             ),
@@ -567,6 +577,7 @@ fn read(state: &State, path: &str, query: &Query, user_id: &str) -> Response {
             let items: Vec<Value> = data
                 .folders
                 .values()
+                .filter(|f| !(pre_v5 && f.metadata.is_some()))
                 .map(|f| {
                     let mut v = json!({
                         "id": f.seed.id, "folder_parent_id": f.seed.parent, "personal": false,
@@ -693,6 +704,9 @@ fn listing_faults(mut items: Vec<Value>, faults: &super::Faults) -> Vec<Value> {
         for item in items.iter_mut().filter(|i| i["id"] == json!(id)) {
             item["resource_type_id"] = json!("0badc0de-0000-4000-8000-000000000000");
         }
+    }
+    if faults.pre_v5 {
+        items.retain(|i| i.get("metadata").is_none_or(Value::is_null));
     }
     if faults.duplicate_ids {
         items = items.into_iter().flat_map(|i| [i.clone(), i]).collect();

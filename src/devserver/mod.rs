@@ -179,6 +179,9 @@ pub struct Faults {
     pub duplicate_ids: bool,
     /// List this resource with a resource type the server does not have.
     pub unknown_type_for: Option<String>,
+    /// Answer as a passbolt 4 server would: no `/metadata/*` endpoints,
+    /// no v5 resource types, and no item with encrypted metadata.
+    pub pre_v5: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -672,6 +675,16 @@ impl DevServer {
     /// key with yet.
     pub fn unshare_metadata_key(&self, user_id: &str) {
         self.state.unshare_metadata_key(user_id)
+    }
+
+    /// The fingerprints of the metadata keys, oldest first.
+    pub fn metadata_key_fingerprints(&self) -> Vec<String> {
+        self.state
+            .data()
+            .metadata_keys
+            .iter()
+            .map(|k| k.public.fingerprint())
+            .collect()
     }
 
     /// Shares every metadata key with `user_id` that they lack.

@@ -9,9 +9,15 @@ use crate::secret::{CustomField, Resource, Secret, SecretFields, Totp};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error(
-        "resource {id}: its metadata is encrypted with metadata key {key_id}, which is not shared with this user"
+        "resource {id}: the metadata key {} is not shared with this account yet; an administrator must share it",
+        fingerprint.as_deref().unwrap_or(key_id)
     )]
-    MissingMetadataKey { id: String, key_id: String },
+    MissingMetadataKey {
+        id: String,
+        key_id: String,
+        /// As the server lists it; `None` when it does not list the key.
+        fingerprint: Option<String>,
+    },
     #[error("resource {id}: cannot decrypt its metadata: {detail}")]
     Metadata { id: String, detail: String },
     #[error("resource {id}: unknown resource type id {type_id}")]
@@ -85,6 +91,7 @@ pub fn decode_metadata(
                 .get(&key_id)
                 .ok_or_else(|| DecodeError::MissingMetadataKey {
                     id: row.id.clone(),
+                    fingerprint: keyring.listed_fingerprint(&key_id).map(str::to_string),
                     key_id: key_id.clone(),
                 })?;
             key.decrypt(armored.as_bytes())

@@ -31,6 +31,10 @@ pub enum MetadataKeyError {
 pub struct Keyring {
     keys: HashMap<String, Arc<PrivateKey>>,
     fingerprints: HashMap<String, String>,
+    /// Every key the server lists, opened or not (fingerprint, and
+    /// whether it has expired): what names a key that has not been shared
+    /// with this user yet.
+    listed: HashMap<String, (String, bool)>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -56,6 +60,25 @@ impl Keyring {
         self.keys.is_empty()
     }
 
+    /// The fingerprint the server lists for key `id`, whether or not it
+    /// is shared with this user.
+    pub fn listed_fingerprint(&self, id: &str) -> Option<&str> {
+        self.listed.get(id).map(|(f, _)| f.as_str())
+    }
+
+    /// The fingerprints of the current (unexpired) keys the server lists
+    /// but has not shared with this user, sorted.
+    pub fn unshared(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .listed
+            .iter()
+            .filter(|(id, (_, expired))| !expired && !self.keys.contains_key(*id))
+            .map(|(_, (f, _))| f.as_str())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Fingerprints by key id, to notice when the set changes.
     pub fn fingerprints(&self) -> &HashMap<String, String> {
         &self.fingerprints
@@ -67,6 +90,13 @@ impl Keyring {
         let mut ring = Keyring::default();
         let mut errors = Vec::new();
         for key in listed {
+            ring.listed.insert(
+                key.id.clone(),
+                (
+                    normalize_fingerprint(&key.fingerprint),
+                    key.expired.is_some(),
+                ),
+            );
             for envelope in &key.metadata_private_keys {
                 match open_envelope(key, &envelope.data, user_key) {
                     Ok(private) => {

@@ -12,7 +12,7 @@ mod tls;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::Mutex;
@@ -232,6 +232,8 @@ pub struct Client {
     folder_names: StdMutex<HashMap<String, (u64, String)>>,
     digests: RandomState,
     secrets_downloaded: AtomicU64,
+    /// The server answered 404 for the metadata keys: it predates v5.
+    pre_v5: AtomicBool,
 }
 
 impl Client {
@@ -244,6 +246,7 @@ impl Client {
             folder_names: StdMutex::new(HashMap::new()),
             digests: RandomState::new(),
             secrets_downloaded: AtomicU64::new(0),
+            pre_v5: AtomicBool::new(false),
         })
     }
 
@@ -280,6 +283,12 @@ impl Client {
             id.push_str(f);
         }
         id
+    }
+
+    /// Whether the server turned out to predate v5 metadata (known once
+    /// the metadata keys were asked for).
+    pub fn pre_v5(&self) -> bool {
+        self.pre_v5.load(Ordering::Relaxed)
     }
 
     /// Logs in now (otherwise the first request does).
@@ -322,7 +331,20 @@ impl Client {
     }
 
     async fn fetch_keyring(&self, ring: &mut Keyring) -> Result<(), ClientError> {
-        let listed = api::metadata_keys(&self.session).await?;
+        let listed = match api::metadata_keys(&self.session).await {
+            Ok(listed) => listed,
+            // A server before v5 has no metadata endpoints, and so no
+            // item a metadata key would open.
+            Err(ClientError::Http { status: 404, .. }) => {
+                if !self.pre_v5.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        "the server has no /metadata endpoints (passbolt before v5): v4 resources only"
+                    );
+                }
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
         let user_key = self.session.user_key().clone();
         let (fresh, errors) =
             tokio::task::spawn_blocking(move || Keyring::load(&listed, &user_key))

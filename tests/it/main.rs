@@ -25,6 +25,7 @@ mod no_secret_in_logs;
 mod props;
 mod schedule_driver;
 mod schedule_parse;
+mod server_versions;
 mod session;
 mod sync_e2e;
 mod systemd_units;
