@@ -14,6 +14,7 @@ pub mod held;
 pub mod hooks;
 pub mod init;
 pub mod lock;
+pub mod manpage;
 pub mod passbolt;
 pub mod pgp;
 pub mod plan;

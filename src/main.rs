@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use passbolt_sync::commands::{self, AppError};
 use passbolt_sync::config::{Config, captured};
 use tracing_subscriber::EnvFilter;
@@ -115,6 +115,16 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 0, requires = "serve")]
         resources: usize,
     },
+    /// Print a shell completion script (e.g. passbolt-sync completions bash > /etc/bash_completion.d/passbolt-sync)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into DIR (for packagers)
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -192,6 +202,19 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
                 },
             };
             passbolt_sync::init::run(&opts, &mut stdout).await
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "passbolt-sync", &mut stdout);
+            Ok(true)
+        }
+        Command::Man { dir } => {
+            let written = match &dir {
+                Some(d) => passbolt_sync::manpage::write_pages(Cli::command(), d).map(|_| ()),
+                None => passbolt_sync::manpage::main_page(Cli::command(), &mut stdout),
+            };
+            written
+                .map(|()| true)
+                .map_err(|e| AppError::Other(format!("cannot write the man page: {e}")))
         }
         Command::Demo {
             dir,

@@ -22,6 +22,7 @@ mod init;
 mod interop;
 mod no_secret_in_errors;
 mod no_secret_in_logs;
+mod package;
 mod props;
 mod schedule_driver;
 mod schedule_parse;

@@ -308,3 +308,66 @@ fn the_exposure_line_is_parsed() {
                    \u{1b}[32m2.0 OK\u{1b}[0m 🙂";
     assert_eq!(overall_exposure(colored, DAEMON), Some(2.0));
 }
+
+/// The drop-in that swaps the plain credentials for ones `systemd-creds
+/// encrypt` sealed: `verify` is clean with it applied to both services,
+/// and it replaces exactly the units' `LoadCredential=` lines, name for name.
+#[test]
+fn the_encrypted_credentials_drop_in_verifies_and_replaces_the_plain_ones() {
+    let dropin = read_shipped("credentials-encrypted.conf");
+    let settings = service_settings(&dropin);
+    let mut expected = vec![("LoadCredential".to_owned(), String::new())];
+    for (source, name) in CREDENTIAL_SOURCES {
+        expected.push((
+            "LoadCredentialEncrypted".to_owned(),
+            format!("{name}:{source}.cred"),
+        ));
+    }
+    assert_eq!(settings, expected);
+    for unit in SERVICES {
+        let plain: Vec<(String, String)> = service_settings(&read_shipped(unit))
+            .into_iter()
+            .filter(|(k, _)| k == "LoadCredential")
+            .collect();
+        let names: Vec<&str> = plain
+            .iter()
+            .map(|(_, v)| v.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            CREDENTIAL_SOURCES.map(|(_, n)| n),
+            "{unit}: the drop-in must cover every credential"
+        );
+    }
+
+    let staged = Staged::new();
+    let mut text = dropin.clone();
+    for (source, name) in CREDENTIAL_SOURCES {
+        let sealed = staged.dir.path().join(format!("{name}.cred"));
+        std::fs::write(&sealed, "").unwrap();
+        text = text.replace(&format!("{source}.cred"), path_str(&sealed));
+    }
+    let mut args = vec![
+        "verify".to_owned(),
+        "--no-pager".to_owned(),
+        "--man=no".to_owned(),
+    ];
+    for unit in SERVICES {
+        let dir = staged.dir.path().join(format!("{unit}.d"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("credentials-encrypted.conf"), &text).unwrap();
+        args.push(path_str(&staged.unit(unit)).to_owned());
+    }
+    let output = systemd_analyze(&args, staged.dir.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let staging = path_str(staged.dir.path());
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains(staging) || UNITS.iter().any(|u| line.contains(u)))
+        .collect();
+    assert!(
+        output.status.success() && ours.is_empty(),
+        "systemd-analyze verify is not clean with the drop-in:\n{}",
+        describe(&output)
+    );
+}
