@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::TargetResult;
@@ -239,15 +239,11 @@ pub fn reason(e: &TargetError) -> String {
         TargetError::TemplateRead {
             template, source, ..
         } => format!("cannot read template {}: {source}", template.display()),
-        TargetError::Write(e) => write_reason(e),
+        TargetError::Write(e) => e.to_string(),
         TargetError::Hook(e) => e.to_string(),
         TargetError::Owner { what, .. } => format!("its {what} does not exist on this host"),
     };
     one_line(&text)
-}
-
-fn write_reason(e: &WriteError) -> String {
-    e.to_string()
 }
 
 /// Newlines and runs of blanks become one space: a reason is one line.
@@ -341,7 +337,7 @@ pub fn print(report: &StatusReport, out: &mut dyn Write) -> std::io::Result<bool
     writeln!(
         out,
         "status written {} UTC by passbolt-sync PID {}{}",
-        report.written_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        report.written_at.format("%Y-%m-%d %H:%M:%S"),
         report.pid,
         match alive {
             Some(false) => " (no longer running: this status is stale)",

@@ -532,6 +532,7 @@ async fn status_shows_current_kept_and_failed_targets_and_the_textfile_is_never_
 
     let (code, shown) = status(&config).await;
     assert_eq!(code, Some(1), "{shown}");
+    eprintln!("{shown}");
     let row = |n: &str| {
         shown
             .lines()
