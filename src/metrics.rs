@@ -263,6 +263,16 @@ impl Metrics {
             "The passbolt-sync build",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        for result in [PassResult::Ok, PassResult::Degraded, PassResult::Failed] {
+            drop(m.passes.get_or_create(&ResultLabel {
+                result: result.as_str().into(),
+            }));
+        }
+        for result in ["applied", "unchanged", "failed"] {
+            drop(m.reloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            }));
+        }
         Metrics { registry, ..m }
     }
 
@@ -301,6 +311,16 @@ impl Metrics {
                 })
                 .set(i64::from(r == result));
         }
+    }
+
+    /// A target of the config: its counters exist from the start, at 0,
+    /// so that `rate()` and `increase()` see their first change.
+    pub fn know_target(&self, path: &str) {
+        let label = PathLabel { path: path.into() };
+        // Creating the series is the point; the guards are dropped at once.
+        drop(self.content_changes.get_or_create(&label));
+        drop(self.hook_runs.get_or_create(&label));
+        drop(self.hook_failures.get_or_create(&label));
     }
 
     /// A target that the config no longer has: its series go away.

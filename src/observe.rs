@@ -79,6 +79,9 @@ impl Observer {
         let mut book = StatusBook::default();
         book.set_targets(targets_of(config));
         let metrics = Arc::new(Metrics::new());
+        for t in &config.targets {
+            metrics.know_target(&t.path.to_string_lossy());
+        }
         let book = Arc::new(Mutex::new(book));
         let mut listen = None;
         let configured_listen = config.metrics.as_ref().and_then(|m| m.listen);
@@ -235,6 +238,9 @@ impl Observer {
         };
         for p in gone {
             self.metrics.forget_target(&p.to_string_lossy());
+        }
+        for t in &config.targets {
+            self.metrics.know_target(&t.path.to_string_lossy());
         }
         *self.outputs.lock().expect("not poisoned") = Outputs::of(config, &self.host_id);
         self.write_files().await;

@@ -429,3 +429,84 @@ pub fn command(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(results: &[Option<TargetResult>]) -> StatusBook {
+        let mut b = StatusBook::default();
+        b.set_targets(
+            (0..results.len())
+                .map(|i| (PathBuf::from(format!("/t{i}")), "raw".to_string()))
+                .collect(),
+        );
+        for (s, r) in b.targets.iter_mut().zip(results) {
+            if let Some(r) = r {
+                s.record(Utc::now(), *r, Some("why".into()));
+            }
+        }
+        b.first_sync_done = true;
+        b
+    }
+
+    #[test]
+    fn ready_when_every_target_is_current_removed_or_kept() {
+        use TargetResult::*;
+        assert_eq!(
+            book(&[Some(Current), Some(Removed), Some(Kept)]).readiness(),
+            Ok(())
+        );
+        let e = book(&[Some(Current), Some(Failed)])
+            .readiness()
+            .unwrap_err();
+        assert_eq!(e, "not ready: target /t1 failed: why");
+        let e = book(&[Some(Current), None]).readiness().unwrap_err();
+        assert!(e.contains("/t1 has not been synced yet"), "{e}");
+        let mut b = book(&[Some(Current)]);
+        b.first_sync_done = false;
+        assert!(b.readiness().unwrap_err().contains("first complete sync"));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_targets_that_stay() {
+        let mut b = book(&[Some(TargetResult::Current), Some(TargetResult::Failed)]);
+        let gone = b.set_targets(vec![
+            ("/t1".into(), "raw".into()),
+            ("/new".into(), "json".into()),
+            ("/t0".into(), "dotenv".into()),
+        ]);
+        assert_eq!(gone, Vec::<PathBuf>::new());
+        assert_eq!(b.targets[0].last_result, Some(TargetResult::Failed));
+        assert_eq!(b.targets[1].last_result, None);
+        assert_eq!(
+            b.targets[2].last_result, None,
+            "another format: a new target"
+        );
+        let gone = b.set_targets(vec![("/new".into(), "json".into())]);
+        assert_eq!(gone.len(), 2);
+    }
+
+    #[test]
+    fn reasons_are_one_line_and_name_no_resource() {
+        let e = TargetError::Missing {
+            target: "/t".into(),
+            selector: "resource named \"Prod DB\" in folder \"Ops\"".into(),
+            reason: None,
+        };
+        let r = reason(&e);
+        assert!(!r.contains("Prod DB") && !r.contains("Ops"), "{r}");
+        let e = TargetError::Field {
+            target: "/t".into(),
+            source: FieldError::NotInType {
+                id: "3c2b5e1a-0000-4000-8000-00000000000b".into(),
+                name: "Prod DB".into(),
+                slug: "v5-note".into(),
+                field: "password".into(),
+            },
+        };
+        let r = reason(&e);
+        assert!(r.contains("3c2b5e1a-0000-4000-8000-00000000000b") && !r.contains("Prod DB"));
+        assert_eq!(one_line("a\n  b\tc "), "a b c");
+    }
+}
