@@ -33,6 +33,8 @@ pub enum AppError {
     Lock(#[from] crate::lock::LockError),
     #[error(transparent)]
     Init(#[from] crate::init::InitError),
+    #[error(transparent)]
+    Status(#[from] crate::status::StatusError),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Local(Vec<LocalProblem>),
     #[error("{0}")]
@@ -40,10 +42,12 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// 2 for a config the operator must fix, 1 for everything else.
+    /// 2 for a config the operator must fix, 3 for no status to show
+    /// (`status`), 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Config(_) | AppError::Targets(_) | AppError::Local(_) => 2,
+            AppError::Status(e) => e.exit_code(),
             _ => 1,
         }
     }

@@ -72,8 +72,121 @@ pub struct Config {
         deserialize_with = "de_full_sync_every"
     )]
     pub full_sync_every: Option<Duration>,
+    /// Prometheus metrics and health endpoints; off when absent.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+    /// Where the daemon writes each target's state after every pass.
+    #[serde(default)]
+    pub status_file: StatusFile,
     #[serde(default)]
     pub targets: Vec<Target>,
+}
+
+/// The `metrics:` section. At least one of `listen` and `textfile`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawMetrics")]
+pub struct Metrics {
+    /// Address of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// node_exporter textfile collector file, rewritten after each pass.
+    pub textfile: Option<PathBuf>,
+    pub allow_remote: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_path")]
+    textfile: Option<PathBuf>,
+    #[serde(default)]
+    allow_remote: bool,
+}
+
+impl TryFrom<RawMetrics> for Metrics {
+    type Error = String;
+
+    fn try_from(r: RawMetrics) -> Result<Metrics, String> {
+        let listen = match r.listen {
+            None => None,
+            Some(s) => {
+                let addr: std::net::SocketAddr = s.parse().map_err(|_| {
+                    format!(
+                        "metrics.listen {s:?} is not an IP address and port (e.g. 127.0.0.1:9792)"
+                    )
+                })?;
+                // The endpoint needs no authentication, so it is not
+                // reachable from other hosts unless that is asked for.
+                if !addr.ip().is_loopback() && !r.allow_remote {
+                    return Err(format!(
+                        "metrics.listen {addr} is not a loopback address; set metrics.allow_remote: true to serve other hosts"
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        if listen.is_none() && r.textfile.is_none() {
+            return Err("metrics: give `listen`, `textfile` or both".into());
+        }
+        Ok(Metrics {
+            listen,
+            textfile: r.textfile,
+            allow_remote: r.allow_remote,
+        })
+    }
+}
+
+/// The `status_file:` setting: a path, `false` for none, or absent for
+/// the default ([`StatusFile::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StatusFile {
+    #[default]
+    Default,
+    Off,
+    Path(PathBuf),
+}
+
+/// The file name of the default status file in `$RUNTIME_DIRECTORY`.
+pub const STATUS_FILE_NAME: &str = "status.json";
+
+impl StatusFile {
+    /// Where the status file goes: the configured path, else
+    /// `$RUNTIME_DIRECTORY/status.json` when systemd set up a runtime
+    /// directory (`RuntimeDirectory=`), else nowhere.
+    pub fn resolve(&self) -> Option<PathBuf> {
+        match self {
+            StatusFile::Path(p) => Some(p.clone()),
+            StatusFile::Off => None,
+            StatusFile::Default => runtime_directory().map(|d| d.join(STATUS_FILE_NAME)),
+        }
+    }
+}
+
+/// The first directory of `$RUNTIME_DIRECTORY` (systemd separates several
+/// with `:`).
+pub fn runtime_directory() -> Option<PathBuf> {
+    let v = std::env::var_os("RUNTIME_DIRECTORY")?;
+    let first = v.to_str()?.split(':').next()?.to_string();
+    (!first.is_empty()).then(|| PathBuf::from(first))
+}
+
+impl<'de> Deserialize<'de> for StatusFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Path(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(false) => Ok(StatusFile::Off),
+            Raw::Bool(true) => Ok(StatusFile::Default),
+            Raw::Path(s) => check_path(&s)
+                .map(StatusFile::Path)
+                .map_err(de::Error::custom),
+        }
+    }
 }
 
 fn default_full_sync_every() -> Option<Duration> {
@@ -474,6 +587,12 @@ impl Config {
             anchor(p);
         }
         if let Some(p) = &mut config.server.ca_file {
+            anchor(p);
+        }
+        if let Some(p) = config.metrics.as_mut().and_then(|m| m.textfile.as_mut()) {
+            anchor(p);
+        }
+        if let StatusFile::Path(p) = &mut config.status_file {
             anchor(p);
         }
         for p in [

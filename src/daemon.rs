@@ -19,6 +19,7 @@ use crate::backoff::{Backoff, DEFAULT_INITIAL, DEFAULT_MAX, Health, Transition};
 use crate::commands::{self, AppError};
 use crate::config::Config;
 use crate::held::Held;
+use crate::observe::{Observer, Reload};
 use crate::passbolt::{Client, ClientError};
 use crate::plan::Plan;
 use crate::schedule::{self, Schedule};
@@ -51,6 +52,7 @@ struct Daemon {
     /// Wakes a retry loop early, e.g. after a config change.
     kick: Notify,
     shutdown: watch::Sender<bool>,
+    observer: Arc<Observer>,
 }
 
 impl Daemon {
@@ -69,8 +71,12 @@ impl Daemon {
         }
         *self.in_flight.lock().expect("not poisoned") = Some(Instant::now());
         let started = Instant::now();
+        let watch = self.observer.pass_begins(&client);
         let result = sync::run_pass(&client, &plan, &mut held, paths, PassOptions::default()).await;
         *self.in_flight.lock().expect("not poisoned") = None;
+        self.observer
+            .pass_ends(watch, &client, &plan, paths, &result)
+            .await;
         let mut health = self.health.lock().expect("not poisoned");
         match &result {
             Ok(report) => {
@@ -303,6 +309,9 @@ pub async fn run(path: PathBuf) -> Result<bool, AppError> {
         source,
     })?;
     let (config, plan) = parse(&path, &bytes)?;
+    let observer = Observer::start(&config)
+        .await
+        .map_err(|e| AppError::Other(e.to_string()))?;
     let client = commands::connect(&config).await?;
     let (shutdown, _) = watch::channel(false);
     let daemon = Arc::new(Daemon {
@@ -317,6 +326,7 @@ pub async fn run(path: PathBuf) -> Result<bool, AppError> {
         in_flight: Mutex::new(None),
         kick: Notify::new(),
         shutdown,
+        observer,
     });
     let sig = |kind: SignalKind| {
         signal(kind).map_err(|e| AppError::Other(format!("cannot install a signal handler: {e}")))
@@ -402,12 +412,14 @@ async fn reload(daemon: &Arc<Daemon>, bytes: &[u8], ready: bool) -> Option<Sched
         Ok(c) => c,
         Err(e) => {
             tracing::error!("config reload failed; keeping the running config: {e}");
+            daemon.observer.reloaded(Reload::Failed).await;
             return None;
         }
     };
     let (old, _, old_client) = daemon.snapshot().await;
     if *old == new {
         tracing::info!("config re-read; nothing in it changed");
+        daemon.observer.reloaded(Reload::Unchanged).await;
         return None;
     }
     let relogin = old.server != new.server || old.auth != new.auth;
@@ -416,6 +428,7 @@ async fn reload(daemon: &Arc<Daemon>, bytes: &[u8], ready: bool) -> Option<Sched
             Ok(c) => Arc::new(c),
             Err(e) => {
                 tracing::error!("config reload failed; keeping the running config: {e}");
+                daemon.observer.reloaded(Reload::Failed).await;
                 return None;
             }
         }
@@ -451,6 +464,7 @@ async fn reload(daemon: &Arc<Daemon>, bytes: &[u8], ready: bool) -> Option<Sched
             let _ = old_client.logout().await;
         });
     }
+    daemon.observer.reloaded(Reload::Applied(&new)).await;
     tracing::info!(
         targets = new.targets.len(),
         changed = changed.len(),

@@ -79,6 +79,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the daemon's last pass per target, from its status file: exit 0 when every target is current, 1 otherwise, 3 when there is no status file
+    ///
+    /// The status file is the config's status_file, else
+    /// $RUNTIME_DIRECTORY/status.json, else /run/passbolt-sync/status.json
+    /// (the systemd unit's). A status written by a daemon that no longer
+    /// runs is shown, marked stale, and exits 1.
+    Status {
+        /// The config file, for its status_file
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Write a config directory (key, passphrase, sync.yaml) from a passbolt account kit
     Init {
         /// The account kit file the browser extension exports (Profile > Desktop app setup)
@@ -179,6 +190,10 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
             commands::resources(&cfg, json, &mut stdout)
                 .await
                 .map(|()| true)
+        }
+        Command::Status { config } => {
+            let cfg = config.as_deref().map(commands::load_config).transpose()?;
+            Ok(passbolt_sync::status::command(cfg.as_ref(), &mut stdout)?)
         }
         Command::Init {
             account_kit,

@@ -88,6 +88,10 @@ fn extra_sections() -> Roff {
             "2",
             "The configuration is invalid: a syntax error, an unknown key, a mapping that cannot work, or a local file (key, passphrase, template, target directory) that is missing.",
         ),
+        (
+            "3",
+            "status: there is no status file to read (the daemon has not written one, or status_file is off).",
+        ),
     ];
     for (code, what) in statuses {
         tagged(&mut r, code, what);
@@ -144,7 +148,7 @@ fn extra_sections() -> Roff {
         ),
         (
             "/run/passbolt-sync/",
-            "The runtime directory of the service: the lock that keeps a second daemon off the same config.",
+            "The runtime directory of the service: status.json (the last pass of every target, for passbolt-sync status) and the lock that keeps a second daemon off the same config.",
         ),
         (
             "/lib/systemd/system/passbolt-sync.service",

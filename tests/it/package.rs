@@ -21,6 +21,7 @@ const COMMANDS: &[&str] = &[
     "resources",
     "init",
     "demo",
+    "status",
     "completions",
     "man",
 ];

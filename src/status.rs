@@ -1,0 +1,512 @@
+//! Each target's state as the daemon last saw it, the status file that
+//! carries it to `passbolt-sync status`, and readiness.
+//!
+//! The file is JSON, replaced atomically after every pass, mode 0644: it
+//! holds paths, times and one-line reasons, never a secret, a resource name
+//! or a username, and a monitoring check running as another user may read
+//! it. Reasons are written here from the error's kind and ids, not from its
+//! message, because several messages quote resource names.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::TargetResult;
+use crate::passbolt::ClientError;
+use crate::render::RenderError;
+use crate::report::{Status, TargetError, TargetReport};
+use crate::secret::FieldError;
+use crate::write::{self, WriteError, WriteSpec};
+
+/// Where `status` looks when neither the config nor `$RUNTIME_DIRECTORY`
+/// names a status file: the unit's `RuntimeDirectory=passbolt-sync`.
+pub const SYSTEMD_STATUS_FILE: &str = "/run/passbolt-sync/status.json";
+
+/// Mode of the status file: readable by monitoring checks of other users.
+pub const STATUS_FILE_MODE: u32 = 0o644;
+
+/// The status file's format version.
+const VERSION: u32 = 1;
+
+/// One target as the status file has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    pub path: PathBuf,
+    pub format: String,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// `None` until a pass has tried the target.
+    pub last_result: Option<TargetResult>,
+    /// Why the last result is not `current`, in one line.
+    pub reason: Option<String>,
+    /// When its schedule next fires, as far as the daemon can tell (a retry
+    /// after a failed pass may come earlier).
+    pub next_tick: Option<DateTime<Utc>>,
+}
+
+impl TargetState {
+    pub fn new(path: PathBuf, format: String) -> TargetState {
+        TargetState {
+            path,
+            format,
+            last_success: None,
+            last_attempt: None,
+            last_result: None,
+            reason: None,
+            next_tick: None,
+        }
+    }
+
+    /// As the config wants it: current, or removed by `on_missing: remove`.
+    pub fn is_current(&self) -> bool {
+        matches!(
+            self.last_result,
+            Some(TargetResult::Current | TargetResult::Removed)
+        )
+    }
+
+    pub fn record(&mut self, at: DateTime<Utc>, result: TargetResult, reason: Option<String>) {
+        self.last_attempt = Some(at);
+        self.last_result = Some(result);
+        self.reason = reason;
+        if matches!(result, TargetResult::Current | TargetResult::Removed) {
+            self.last_success = Some(at);
+        }
+    }
+}
+
+/// The whole status file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: u32,
+    pub written_at: DateTime<Utc>,
+    pub pid: u32,
+    /// The first complete sync is done.
+    pub first_sync_done: bool,
+    pub targets: Vec<TargetState>,
+}
+
+/// The daemon's per-target state, in config order.
+#[derive(Debug, Default)]
+pub struct StatusBook {
+    pub first_sync_done: bool,
+    pub targets: Vec<TargetState>,
+}
+
+impl StatusBook {
+    /// Keeps the state of targets that stay, adds new ones as not yet
+    /// tried, drops the others; returns the dropped paths.
+    pub fn set_targets(&mut self, targets: Vec<(PathBuf, String)>) -> Vec<PathBuf> {
+        let mut old = std::mem::take(&mut self.targets);
+        for (path, format) in targets {
+            let state = match old.iter().position(|s| s.path == path) {
+                Some(i) => {
+                    let mut s = old.swap_remove(i);
+                    if s.format != format {
+                        // Another kind of file: its history says nothing.
+                        s = TargetState::new(path, format);
+                    }
+                    s
+                }
+                None => TargetState::new(path, format),
+            };
+            self.targets.push(state);
+        }
+        old.into_iter().map(|s| s.path).collect()
+    }
+
+    pub fn get_mut(&mut self, path: &Path) -> Option<&mut TargetState> {
+        self.targets.iter_mut().find(|s| s.path == path)
+    }
+
+    /// `Ok` once the first complete sync is done and the last pass of every
+    /// target left it current, removed or kept by `on_missing: keep`;
+    /// otherwise the first reason why not, in one line.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.first_sync_done {
+            return Err("not ready: the first complete sync has not finished".into());
+        }
+        for t in &self.targets {
+            match t.last_result {
+                Some(TargetResult::Current | TargetResult::Removed | TargetResult::Kept) => {}
+                None => {
+                    return Err(format!(
+                        "not ready: target {} has not been synced yet",
+                        t.path.display()
+                    ));
+                }
+                Some(TargetResult::Failed) => {
+                    return Err(format!(
+                        "not ready: target {} failed: {}",
+                        t.path.display(),
+                        t.reason.as_deref().unwrap_or("no reason recorded")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn report(&self) -> StatusReport {
+        StatusReport {
+            version: VERSION,
+            written_at: Utc::now(),
+            pid: std::process::id(),
+            first_sync_done: self.first_sync_done,
+            targets: self.targets.clone(),
+        }
+    }
+}
+
+/// A target's result in a pass and, unless current, why.
+pub fn outcome(t: &TargetReport) -> (TargetResult, Option<String>) {
+    if let Some(hook) = &t.hook {
+        return (TargetResult::Failed, Some(hook.to_string()));
+    }
+    match &t.status {
+        Status::Created | Status::Updated { .. } | Status::Unchanged | Status::MetadataFixed => {
+            (TargetResult::Current, None)
+        }
+        Status::Removed => (TargetResult::Removed, None),
+        Status::Kept(e) => (
+            TargetResult::Kept,
+            Some(format!("{} (on_missing: keep)", reason(e))),
+        ),
+        Status::Failed(e) => (TargetResult::Failed, Some(reason(e))),
+    }
+}
+
+/// A pass that failed as a whole: every target it was to sync failed so.
+pub fn pass_failure_reason(e: &ClientError) -> String {
+    one_line(&e.to_string())
+}
+
+/// A target error in one line, with ids but without the resource names,
+/// folder names or variable values that some messages quote.
+pub fn reason(e: &TargetError) -> String {
+    let text = match e {
+        TargetError::Missing { selector, .. } => {
+            // A selector by id is written `resource <uuid>`; one by name
+            // (or a folder) names what the account can read.
+            let by_id = selector
+                .strip_prefix("resource ")
+                .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok());
+            if by_id {
+                format!("{selector} is gone or not readable by this account")
+            } else {
+                "the resource or folder it names is gone or not readable by this account".into()
+            }
+        }
+        TargetError::Ambiguous { ids, .. } => format!(
+            "several resources have the name it selects ({}); select by id",
+            ids.join(", ")
+        ),
+        TargetError::Collision { .. } => {
+            "two resources of its folder give the same variable name".into()
+        }
+        TargetError::Field { source, .. } => match source {
+            FieldError::NotInType { id, slug, .. } => {
+                format!("resource {id} is of type {slug}, which lacks a field it reads")
+            }
+            FieldError::NoCustomField { id, .. } => {
+                format!("resource {id} lacks a custom field it reads")
+            }
+            FieldError::Empty { id, .. } => {
+                format!("resource {id} has no value for a field it reads")
+            }
+            FieldError::NotDecrypted { id } => {
+                format!("the secret of resource {id} was not decrypted")
+            }
+        },
+        TargetError::Decrypt { source, .. } => source.to_string(),
+        TargetError::Download { source, .. } => {
+            format!("cannot download its secrets: {source}")
+        }
+        TargetError::Render { source, .. } => match source {
+            RenderError::Parse { .. } => source.to_string(),
+            RenderError::TemplateSyntax { line, .. }
+            | RenderError::TemplateRender { line, .. }
+            | RenderError::Lookup { line, .. } => match line {
+                Some(l) => {
+                    format!("its template fails at line {l} (the daemon's log has the details)")
+                }
+                None => "its template fails (the daemon's log has the details)".into(),
+            },
+            _ => "its content cannot be rendered (the daemon's log has the details)".into(),
+        },
+        TargetError::TemplateRead {
+            template, source, ..
+        } => format!("cannot read template {}: {source}", template.display()),
+        TargetError::Write(e) => e.to_string(),
+        TargetError::Hook(e) => e.to_string(),
+        TargetError::Owner { what, .. } => format!("its {what} does not exist on this host"),
+    };
+    one_line(&text)
+}
+
+/// Newlines and runs of blanks become one space: a reason is one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(
+        "no status file at {}: the daemon is not running, has not finished a pass yet, or runs with status_file: false",
+        .path.display()
+    )]
+    NotFound { path: PathBuf },
+    #[error("no status file is configured: status_file is false in the config")]
+    Off,
+    #[error("cannot read the status file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the status file {} is not one passbolt-sync wrote: {source}", .path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl StatusError {
+    /// 3 when there is no status to show; 1 for a file that cannot be read.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StatusError::NotFound { .. } | StatusError::Off => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// Replaces the status file with `report`, atomically.
+pub fn write_file(path: &Path, report: &StatusReport) -> Result<(), StatusError> {
+    let mut json = serde_json::to_vec_pretty(report).expect("serializable");
+    json.push(b'\n');
+    let spec = WriteSpec {
+        mode: STATUS_FILE_MODE,
+        ..WriteSpec::new(path)
+    };
+    write::write_atomic(&spec, &json)?;
+    Ok(())
+}
+
+pub fn read_file(path: &Path) -> Result<StatusReport, StatusError> {
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => StatusError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => StatusError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| StatusError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Whether the process that wrote the file still runs. `None` when that
+/// cannot be told (another PID namespace answers "no such process" too,
+/// but a monitoring check runs beside the daemon).
+fn writer_alive(pid: u32) -> Option<bool> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?);
+    match nix::sys::signal::kill(pid, None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => Some(true),
+        Err(nix::errno::Errno::ESRCH) => Some(false),
+        Err(_) => None,
+    }
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "never".into())
+}
+
+/// `passbolt-sync status`: the status file as a table. `Ok(true)` when
+/// every target is current (or removed as its `on_missing` says) and the
+/// daemon that wrote it still runs.
+pub fn print(report: &StatusReport, out: &mut dyn Write) -> std::io::Result<bool> {
+    let alive = writer_alive(report.pid);
+    writeln!(
+        out,
+        "status written {} UTC by passbolt-sync PID {}{}",
+        report.written_at.format("%Y-%m-%d %H:%M:%S"),
+        report.pid,
+        match alive {
+            Some(false) => " (no longer running: this status is stale)",
+            _ => "",
+        }
+    )?;
+    if !report.first_sync_done {
+        writeln!(out, "the first complete sync has not finished")?;
+    }
+    let rows: Vec<[String; 5]> = report
+        .targets
+        .iter()
+        .map(|t| {
+            let result = match (t.last_result, &t.reason) {
+                (None, _) => "pending".to_string(),
+                (Some(r), None) => r.as_str().to_string(),
+                (Some(r), Some(why)) => format!("{}: {why}", r.as_str()),
+            };
+            [
+                t.path.display().to_string(),
+                t.format.clone(),
+                when(t.last_success),
+                when(t.next_tick),
+                result,
+            ]
+        })
+        .collect();
+    let header = [
+        "TARGET",
+        "FORMAT",
+        "LAST SUCCESS (UTC)",
+        "NEXT TICK (UTC)",
+        "LAST RESULT",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5], out: &mut dyn Write| -> std::io::Result<()> {
+        // The last column is not padded: it holds the reason.
+        writeln!(
+            out,
+            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+        )
+    };
+    line(header, out)?;
+    for row in &rows {
+        line([&row[0], &row[1], &row[2], &row[3], &row[4]], out)?;
+    }
+    let current = report.first_sync_done
+        && alive != Some(false)
+        && report.targets.iter().all(TargetState::is_current);
+    Ok(current)
+}
+
+/// The status file `passbolt-sync status` reads: the config's, else the
+/// one in `$RUNTIME_DIRECTORY`, else the systemd unit's.
+pub fn file_for(config: Option<&crate::config::Config>) -> Result<PathBuf, StatusError> {
+    use crate::config::StatusFile;
+    match config.map(|c| &c.status_file) {
+        Some(StatusFile::Off) => Err(StatusError::Off),
+        Some(StatusFile::Path(p)) => Ok(p.clone()),
+        Some(StatusFile::Default) | None => Ok(StatusFile::Default
+            .resolve()
+            .unwrap_or_else(|| PathBuf::from(SYSTEMD_STATUS_FILE))),
+    }
+}
+
+/// `passbolt-sync status`: reads the status file and prints it.
+pub fn command(
+    config: Option<&crate::config::Config>,
+    out: &mut dyn Write,
+) -> Result<bool, StatusError> {
+    let path = file_for(config)?;
+    let report = read_file(&path)?;
+    print(&report, out).map_err(|source| StatusError::Read {
+        path: PathBuf::from("standard output"),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(results: &[Option<TargetResult>]) -> StatusBook {
+        let mut b = StatusBook::default();
+        b.set_targets(
+            (0..results.len())
+                .map(|i| (PathBuf::from(format!("/t{i}")), "raw".to_string()))
+                .collect(),
+        );
+        for (s, r) in b.targets.iter_mut().zip(results) {
+            if let Some(r) = r {
+                s.record(Utc::now(), *r, Some("why".into()));
+            }
+        }
+        b.first_sync_done = true;
+        b
+    }
+
+    #[test]
+    fn ready_when_every_target_is_current_removed_or_kept() {
+        use TargetResult::*;
+        assert_eq!(
+            book(&[Some(Current), Some(Removed), Some(Kept)]).readiness(),
+            Ok(())
+        );
+        let e = book(&[Some(Current), Some(Failed)])
+            .readiness()
+            .unwrap_err();
+        assert_eq!(e, "not ready: target /t1 failed: why");
+        let e = book(&[Some(Current), None]).readiness().unwrap_err();
+        assert!(e.contains("/t1 has not been synced yet"), "{e}");
+        let mut b = book(&[Some(Current)]);
+        b.first_sync_done = false;
+        assert!(b.readiness().unwrap_err().contains("first complete sync"));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_targets_that_stay() {
+        let mut b = book(&[Some(TargetResult::Current), Some(TargetResult::Failed)]);
+        let gone = b.set_targets(vec![
+            ("/t1".into(), "raw".into()),
+            ("/new".into(), "json".into()),
+            ("/t0".into(), "dotenv".into()),
+        ]);
+        assert_eq!(gone, Vec::<PathBuf>::new());
+        assert_eq!(b.targets[0].last_result, Some(TargetResult::Failed));
+        assert_eq!(b.targets[1].last_result, None);
+        assert_eq!(
+            b.targets[2].last_result, None,
+            "another format: a new target"
+        );
+        let gone = b.set_targets(vec![("/new".into(), "json".into())]);
+        assert_eq!(gone.len(), 2);
+    }
+
+    #[test]
+    fn reasons_are_one_line_and_name_no_resource() {
+        let e = TargetError::Missing {
+            target: "/t".into(),
+            selector: "resource named \"Prod DB\" in folder \"Ops\"".into(),
+            reason: None,
+        };
+        let r = reason(&e);
+        assert!(!r.contains("Prod DB") && !r.contains("Ops"), "{r}");
+        let e = TargetError::Field {
+            target: "/t".into(),
+            source: FieldError::NotInType {
+                id: "3c2b5e1a-0000-4000-8000-00000000000b".into(),
+                name: "Prod DB".into(),
+                slug: "v5-note".into(),
+                field: "password".into(),
+            },
+        };
+        let r = reason(&e);
+        assert!(r.contains("3c2b5e1a-0000-4000-8000-00000000000b") && !r.contains("Prod DB"));
+        assert_eq!(one_line("a\n  b\tc "), "a b c");
+    }
+}
