@@ -44,6 +44,10 @@ impl AppError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Config(_) | AppError::Targets(_) | AppError::Local(_) => 2,
+            // A wrong TOTP seed or an MFA the daemon cannot answer: the
+            // operator must fix the config; retrying would only add failed
+            // attempts on the server.
+            AppError::Client(e) if e.is_misconfiguration() => 2,
             _ => 1,
         }
     }
@@ -73,7 +77,8 @@ pub async fn connect(config: &Config) -> Result<Client, AppError> {
     };
     let mut opts = session_options(config, ca_pem);
     opts.client_identity = config.server.read_client_identity()?;
-    Ok(Client::new(opts, Arc::new(key))?)
+    let totp = config.auth.read_totp_secret()?;
+    Ok(Client::new(opts, Arc::new(key))?.with_totp(totp))
 }
 
 pub fn session_options(config: &Config, ca_pem: Option<Vec<u8>>) -> SessionOptions {
@@ -191,6 +196,9 @@ pub fn local_problems(config: &Config) -> Vec<LocalProblem> {
         Err(e) => problems.push(LocalProblem::Credential(e)),
     }
     if let Err(e) = config.auth.read_passphrase() {
+        problems.push(LocalProblem::Credential(e));
+    }
+    if let Err(e) = config.auth.read_totp_secret() {
         problems.push(LocalProblem::Credential(e));
     }
     for t in &config.targets {
