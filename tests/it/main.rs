@@ -20,6 +20,7 @@ mod hooks;
 mod incremental;
 mod init;
 mod interop;
+mod mfa;
 mod no_secret_in_errors;
 mod no_secret_in_logs;
 mod props;
