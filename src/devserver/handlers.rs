@@ -339,7 +339,12 @@ fn mfa_error(state: &State, path: &str, user_id: &str) -> Response {
     let providers = state.account(user_id).map(|a| a.mfa).unwrap_or_default();
     let urls: serde_json::Map<String, Value> = providers
         .iter()
-        .map(|p| (p.clone(), json!(format!("{}/mfa/verify/{p}.json", state.base_url))))
+        .map(|p| {
+            (
+                p.clone(),
+                json!(format!("{}/mfa/verify/{p}.json", state.base_url)),
+            )
+        })
         .collect();
     let mut resp = envelope(
         state,
@@ -365,9 +370,8 @@ fn totp_verify(
     token: &str,
     body: &Bytes,
 ) -> Response {
-    let bad = |message: &str, body: Value| {
-        envelope(state, StatusCode::BAD_REQUEST, path, message, body)
-    };
+    let bad =
+        |message: &str, body: Value| envelope(state, StatusCode::BAD_REQUEST, path, message, body);
     if mfa_cookie(headers).is_some_and(|c| mfa_token_valid(state, &c, user_id, Some(token))) {
         return bad(
             "The multi-factor authentication is not required.",
@@ -633,7 +637,12 @@ async fn login(state: Arc<State>, path: &str, headers: &HeaderMap, body: Bytes) 
         is_remembered && mfa_token_valid(&state, c, &user_id, None)
     });
     let clear_cookie = cookie.is_some() && !remembered;
-    if clear_cookie && let Some(t) = state.data().mfa_tokens.get_mut(cookie.as_deref().unwrap_or("")) {
+    if clear_cookie
+        && let Some(t) = state
+            .data()
+            .mfa_tokens
+            .get_mut(cookie.as_deref().unwrap_or(""))
+    {
         t.active = false;
     }
     if !account.mfa.is_empty() && !remembered {

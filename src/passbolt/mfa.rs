@@ -56,7 +56,8 @@ impl TotpSeed {
             // Unchecked: the RFC's 128-bit minimum would refuse the 80-bit
             // seeds some issuers hand out; what would make code generation
             // panic (digits, period) is checked below.
-            totp_rs::Totp::from_url_unchecked(text).map_err(|e| TotpSeedError::Uri(e.to_string()))?
+            totp_rs::Totp::from_url_unchecked(text)
+                .map_err(|e| TotpSeedError::Uri(e.to_string()))?
         } else {
             let cleaned: Zeroizing<String> = Zeroizing::new(
                 text.chars()
@@ -160,7 +161,10 @@ mod tests {
     fn bad_seeds_are_refused_without_echoing_them() {
         let e = TotpSeed::parse(b"not base32!").unwrap_err();
         assert!(!e.to_string().contains("base32!"), "{e}");
-        assert!(matches!(TotpSeed::parse(b"  \n"), Err(TotpSeedError::Empty)));
+        assert!(matches!(
+            TotpSeed::parse(b"  \n"),
+            Err(TotpSeedError::Empty)
+        ));
         let uri = format!("otpauth://totp/x?secret={RFC_SEED}&digits=12");
         assert!(matches!(
             TotpSeed::parse(uri.as_bytes()),

@@ -572,7 +572,11 @@ impl Session {
     }
 
     /// Answers the MFA challenge of the login whose tokens `tokens` holds.
-    async fn answer_mfa(&self, tokens: &mut Tokens, providers: &[String]) -> Result<(), ClientError> {
+    async fn answer_mfa(
+        &self,
+        tokens: &mut Tokens,
+        providers: &[String],
+    ) -> Result<(), ClientError> {
         if !providers.iter().any(|p| p == "totp") {
             return Err(ClientError::MfaUnsupported {
                 providers: providers.to_vec(),
@@ -684,9 +688,7 @@ impl Session {
         let _ = self.decode::<serde_json::Value>(mfa::ERROR_PATH, &reply);
         let providers: Vec<String> = serde_json::from_slice::<serde_json::Value>(&reply.body)
             .ok()
-            .and_then(|v| {
-                serde_json::from_value(v["body"]["mfa_providers"].clone()).ok()
-            })
+            .and_then(|v| serde_json::from_value(v["body"]["mfa_providers"].clone()).ok())
             .unwrap_or_else(|| vec!["totp".to_string()]);
         self.answer_mfa(tokens, &providers).await
     }
@@ -780,7 +782,9 @@ impl Session {
                             .as_ref()
                             .is_some_and(|a| a.exp - self.server_now() > 5) =>
                 {
-                    tracing::warn!("the server dropped the MFA token (302 on refresh); verifying once more");
+                    tracing::warn!(
+                        "the server dropped the MFA token (302 on refresh); verifying once more"
+                    );
                     *self.mfa_cookie.lock().expect("not poisoned") = None;
                     self.reverify_locked(tokens).await?;
                     return match self.refresh_locked(tokens).await {

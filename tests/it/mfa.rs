@@ -162,7 +162,9 @@ async fn the_daemon_with_a_wrong_seed_waits_its_maximum_backoff() {
     )
     .await;
     assert!(
-        common::wait_until(Duration::from_secs(20), || server.totp_attempts(&bob.id).1 >= 1).await,
+        common::wait_until(Duration::from_secs(20), || server.totp_attempts(&bob.id).1
+            >= 1)
+        .await,
         "{}",
         daemon.log()
     );
@@ -383,9 +385,15 @@ async fn the_seed_and_the_cookie_never_reach_trace_logs_or_children() {
         logs.push_str(&stdout);
         logs.push_str(&stderr);
     }
-    assert!(logs.contains("TRACE") && logs.contains("MFA verified"), "{logs}");
+    assert!(
+        logs.contains("TRACE") && logs.contains("MFA verified"),
+        "{logs}"
+    );
     let child_env = std::fs::read_to_string(&seen).unwrap();
-    assert!(!child_env.contains("BOB_TOTP"), "the hook saw the seed variable");
+    assert!(
+        !child_env.contains("BOB_TOTP"),
+        "the hook saw the seed variable"
+    );
     let mut secrets = vec![SEED.to_string(), uri.clone()];
     secrets.extend(server.issued_tokens());
     for s in &secrets {
