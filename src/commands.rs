@@ -263,6 +263,13 @@ pub async fn check(
         config.server.url, config.auth.user_id
     )
     .map_err(w)?;
+    if client.stats().mfa_verifications > 0 {
+        writeln!(
+            out,
+            "  MFA: the TOTP code was accepted (the passbolt_mfa cookie is held in memory only)"
+        )
+        .map_err(w)?;
+    }
     if config.server.fingerprint.is_none() {
         writeln!(
             out,

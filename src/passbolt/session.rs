@@ -732,8 +732,12 @@ impl Session {
                 value: old,
                 expires,
             });
-            return Err(ClientError::MfaRequired {
-                providers: Vec::new(),
+            return Err(if self.totp.is_some() {
+                ClientError::MfaDropped { path: path.into() }
+            } else {
+                ClientError::MfaRequired {
+                    providers: Vec::new(),
+                }
             });
         }
         drop(old);
@@ -775,24 +779,21 @@ impl Session {
                 Ok(()) => return Ok(()),
                 // Expired before it was sent: nothing failed on the server.
                 Err(ClientError::NoRefreshToken) => {}
-                Err(ClientError::MfaRequired { .. })
-                    if self.totp.is_some()
-                        && tokens
-                            .access
-                            .as_ref()
-                            .is_some_and(|a| a.exp - self.server_now() > 5) =>
+                // The access token still opens the MFA endpoints: verify
+                // with it, then the unspent refresh token is good. Past
+                // its expiry, the login below verifies instead.
+                Err(ClientError::MfaDropped { .. })
+                    if tokens
+                        .access
+                        .as_ref()
+                        .is_some_and(|a| a.exp - self.server_now() > 5) =>
                 {
                     tracing::warn!(
                         "the server dropped the MFA token (302 on refresh); verifying once more"
                     );
                     *self.mfa_cookie.lock().expect("not poisoned") = None;
                     self.reverify_locked(tokens).await?;
-                    return match self.refresh_locked(tokens).await {
-                        Err(ClientError::MfaRequired { .. }) => Err(ClientError::MfaDropped {
-                            path: "/auth/jwt/refresh.json".into(),
-                        }),
-                        other => other,
-                    };
+                    return self.refresh_locked(tokens).await;
                 }
                 Err(e) if e.is_outage() => {
                     // The token may or may not have been spent; it is gone
