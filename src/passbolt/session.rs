@@ -636,6 +636,10 @@ impl Session {
                     // A cookie we sent was still good after all.
                     return Ok(());
                 }
+                // One rejected code per login: the server counts them
+                // since the last login, so the next attempt logs in anew.
+                tokens.access = None;
+                tokens.refresh = None;
                 if message.contains("too many failed attempts") {
                     return Err(ClientError::MfaLockedOut { message });
                 }

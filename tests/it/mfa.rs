@@ -240,6 +240,29 @@ async fn a_dropped_mfa_token_is_verified_once_more() {
 }
 
 #[tokio::test]
+async fn a_code_rejected_mid_run_makes_the_next_attempt_a_new_login() {
+    let server = devserver(Options::default()).await;
+    let alice = fixture("alice");
+    server.set_totp(&alice.id, SEED).unwrap();
+    let c = client(&server, &alice).with_totp(seed(SEED));
+    api::me(c.session()).await.unwrap();
+    // An admin reset the account's TOTP: the seed this host has is stale.
+    server.set_totp(&alice.id, WRONG_SEED).unwrap();
+    server.drop_mfa_tokens(&alice.id);
+    server.set_clock_offset(30);
+    let err = api::me(c.session()).await.unwrap_err();
+    assert!(matches!(err, ClientError::MfaRejected { .. }), "{err}");
+    assert_eq!(server.count_logins(), 1);
+    server.set_clock_offset(60);
+    let err = api::me(c.session()).await.unwrap_err();
+    assert!(matches!(err, ClientError::MfaRejected { .. }), "{err}");
+    // Each rejected code came after its own login, so the server's count
+    // since the last login never passes one.
+    assert_eq!(server.count_logins(), 2);
+    assert_eq!(server.totp_attempts(&alice.id), (1, 2));
+}
+
+#[tokio::test]
 async fn a_token_dropped_again_right_after_verifying_fails() {
     let server = devserver(Options::default()).await;
     let alice = fixture("alice");
