@@ -42,12 +42,16 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// 2 for a config the operator must fix, 3 for no status to show
+    /// 2 for a config (or an MFA set-up) the operator must fix, 3 for no status to show
     /// (`status`), 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Config(_) | AppError::Targets(_) | AppError::Local(_) => 2,
             AppError::Status(e) => e.exit_code(),
+            // A wrong TOTP seed or an MFA the daemon cannot answer: the
+            // operator must fix the config; retrying would only add failed
+            // attempts on the server.
+            AppError::Client(e) if e.is_misconfiguration() => 2,
             _ => 1,
         }
     }
@@ -77,7 +81,8 @@ pub async fn connect(config: &Config) -> Result<Client, AppError> {
     };
     let mut opts = session_options(config, ca_pem);
     opts.client_identity = config.server.read_client_identity()?;
-    Ok(Client::new(opts, Arc::new(key))?)
+    let totp = config.auth.read_totp_secret()?;
+    Ok(Client::new(opts, Arc::new(key))?.with_totp(totp))
 }
 
 pub fn session_options(config: &Config, ca_pem: Option<Vec<u8>>) -> SessionOptions {
@@ -197,6 +202,9 @@ pub fn local_problems(config: &Config) -> Vec<LocalProblem> {
     if let Err(e) = config.auth.read_passphrase() {
         problems.push(LocalProblem::Credential(e));
     }
+    if let Err(e) = config.auth.read_totp_secret() {
+        problems.push(LocalProblem::Credential(e));
+    }
     for t in &config.targets {
         let dir = match t.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -259,6 +267,13 @@ pub async fn check(
         config.server.url, config.auth.user_id
     )
     .map_err(w)?;
+    if client.stats().mfa_verifications > 0 {
+        writeln!(
+            out,
+            "  MFA: the TOTP code was accepted (the passbolt_mfa cookie is held in memory only)"
+        )
+        .map_err(w)?;
+    }
     if config.server.fingerprint.is_none() {
         writeln!(
             out,

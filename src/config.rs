@@ -43,6 +43,13 @@ pub enum ConfigError {
     },
     #[error("the environment variable {name} (auth.passphrase_env) is not set")]
     PassphraseEnvMissing { name: String },
+    #[error("the environment variable {name} (auth.totp_secret_env) is not set")]
+    TotpEnvMissing { name: String },
+    #[error("{what}: {source}")]
+    TotpSeed {
+        what: String,
+        source: crate::passbolt::mfa::TotpSeedError,
+    },
     #[error(
         "{path} uses ${{CREDENTIALS_DIRECTORY}}, which is not set (it is set by systemd's LoadCredential=)"
     )]
@@ -237,6 +244,14 @@ pub struct Auth {
     pub passphrase_file: Option<PathBuf>,
     #[serde(default)]
     pub passphrase_env: Option<String>,
+    /// The account's TOTP seed (base32 or an `otpauth://` URI), for an
+    /// account under an MFA policy.
+    #[serde(default, deserialize_with = "de_opt_path")]
+    pub totp_secret_file: Option<PathBuf>,
+    /// The same, from an environment variable (taken out of the
+    /// environment at start-up, like `passphrase_env`).
+    #[serde(default)]
+    pub totp_secret_env: Option<String>,
 }
 
 /// A schedule as written, checked for syntax when read. The time zone is
@@ -586,6 +601,9 @@ impl Config {
         if let Some(p) = &mut config.auth.passphrase_file {
             anchor(p);
         }
+        if let Some(p) = &mut config.auth.totp_secret_file {
+            anchor(p);
+        }
         if let Some(p) = &mut config.server.ca_file {
             anchor(p);
         }
@@ -620,6 +638,11 @@ impl Config {
         if self.auth.passphrase_file.is_some() && self.auth.passphrase_env.is_some() {
             return Err(invalid(
                 "auth: give `passphrase_file` or `passphrase_env`, not both".into(),
+            ));
+        }
+        if self.auth.totp_secret_file.is_some() && self.auth.totp_secret_env.is_some() {
+            return Err(invalid(
+                "auth: give `totp_secret_file` or `totp_secret_env`, not both".into(),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -717,6 +740,41 @@ impl Auth {
             };
         }
         Ok(None)
+    }
+}
+
+impl Auth {
+    /// The TOTP seed, from its file or its environment variable (as
+    /// captured at start-up); `None` for an account without MFA.
+    pub fn read_totp_secret(&self) -> Result<Option<crate::passbolt::TotpSeed>, ConfigError> {
+        let (what, data) = if let Some(file) = &self.totp_secret_file {
+            let path = expand(file)?;
+            let data = std::fs::read(&path)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|source| ConfigError::ReadCredential {
+                    what: "the TOTP secret file",
+                    path: path.clone(),
+                    source,
+                })?;
+            (format!("auth.totp_secret_file {}", path.display()), data)
+        } else if let Some(name) = &self.totp_secret_env {
+            let data = match captured::value(name) {
+                Some(v) => v,
+                None => {
+                    // Named only by a reload: see `read_passphrase`.
+                    captured::note(name);
+                    std::env::var_os(name)
+                        .map(|v| zeroize::Zeroizing::new(v.into_encoded_bytes()))
+                        .ok_or_else(|| ConfigError::TotpEnvMissing { name: name.clone() })?
+                }
+            };
+            (format!("auth.totp_secret_env {name}"), data)
+        } else {
+            return Ok(None);
+        };
+        crate::passbolt::TotpSeed::parse(&data)
+            .map(Some)
+            .map_err(|source| ConfigError::TotpSeed { what, source })
     }
 }
 

@@ -121,13 +121,20 @@ impl Daemon {
             if *stop.borrow() {
                 return false;
             }
-            let asked = match self.pass(paths).await {
+            let (asked, misconfigured) = match self.pass(paths).await {
                 Ok(_) => return true,
-                Err(e) => e.retry_after(),
+                Err(e) => (e.retry_after(), e.is_misconfiguration()),
             };
             // A server that says when to come back is not asked sooner,
-            // but never made to wait past the backoff's own maximum.
-            let delay = backoff.next_delay().max(asked.unwrap_or_default().min(max));
+            // but never made to wait past the backoff's own maximum. A
+            // rejected TOTP code waits the maximum at once: the server logs
+            // the account out after a few, and only a config change (which
+            // kicks this loop) can fix it.
+            let delay = if misconfigured {
+                max
+            } else {
+                backoff.next_delay().max(asked.unwrap_or_default().min(max))
+            };
             tracing::debug!(?delay, "next attempt");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

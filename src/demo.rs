@@ -16,9 +16,13 @@ pub struct DemoAccount {
     pub id: String,
     pub key_file: PathBuf,
     pub pass_file: PathBuf,
+    /// The account's TOTP seed, for the account under an MFA policy.
+    pub totp_file: Option<PathBuf>,
 }
 
-/// Generates the demo accounts (RSA-3072 and Curve25519) and starts the
+/// Generates the demo accounts (RSA-3072, Curve25519, and a Curve25519
+/// account under an MFA policy whose TOTP seed is written next to its
+/// key) and starts the
 /// dev server for them, with the sample set and `generated` more resources
 /// (`devserver::seed::generated`). Also returns how long the server took
 /// to start and seed, the accounts' key generation left out.
@@ -29,9 +33,11 @@ pub async fn start(
 ) -> Result<(DevServer, Vec<DemoAccount>, std::time::Duration), AppError> {
     let mut accounts = Vec::new();
     let mut demo = Vec::new();
+    let mut seeds = Vec::new();
     for (label, suite) in [
         ("rsa", CipherSuite::RSA3k),
         ("curve25519", CipherSuite::Cv25519),
+        ("mfa", CipherSuite::Cv25519),
     ] {
         let id = uuid::Uuid::new_v4().to_string();
         let userid = format!("Demo {label} <demo-{label}@passbolt.invalid>");
@@ -54,11 +60,22 @@ pub async fn start(
             key: key.public(),
             mfa: Vec::new(),
         });
+        let totp_file = (label == "mfa").then(|| dir.join(format!("{label}.totp")));
+        if let Some(file) = &totp_file {
+            let seed = devserver::seed::random_totp_seed();
+            let uri = format!(
+                "otpauth://totp/passbolt:demo-{label}?secret={}&issuer=passbolt",
+                seed.as_str()
+            );
+            write_private(file, uri.as_bytes())?;
+            seeds.push((id.clone(), seed));
+        }
         demo.push(DemoAccount {
             label,
             id,
             key_file,
             pass_file,
+            totp_file,
         });
     }
     let readers: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
@@ -71,6 +88,11 @@ pub async fn start(
     let server = DevServer::start(opts, accounts, folders, resources)
         .await
         .map_err(|e| AppError::Other(e.to_string()))?;
+    for (id, seed) in &seeds {
+        server
+            .set_totp(id, seed)
+            .map_err(|e| AppError::Other(e.to_string()))?;
+    }
     Ok((server, demo, seeding.elapsed()))
 }
 
@@ -106,7 +128,7 @@ server:
 auth:
   user_id: {id}
   private_key_file: {key}
-  passphrase_file: {pass}
+  passphrase_file: {pass}{totp}
 schedule: every 30s
 targets:
   - path: {out}/db.password
@@ -143,6 +165,11 @@ targets:
         id = account.id,
         key = account.key_file.display(),
         pass = account.pass_file.display(),
+        totp = account
+            .totp_file
+            .as_ref()
+            .map(|f| format!("\n  totp_secret_file: {}", f.display()))
+            .unwrap_or_default(),
         legacy = ids::V4_PASSWORD_STRING,
         gitlab = ids::V5_DEFAULT,
         custom = ids::V5_CUSTOM_FIELDS,
@@ -238,7 +265,8 @@ pub async fn run(
         configs.push((account, path, out_dir));
     }
     let mut ok = true;
-    for (account, path, _) in &configs {
+    // The MFA account is shown once, briefly, at the end.
+    for (account, path, _) in configs.iter().filter(|(a, _, _)| a.totp_file.is_none()) {
         let config = Config::load(path)?;
         writeln!(
             out,
@@ -314,6 +342,7 @@ pub async fn run(
     ok &= commands::once(&config, false, out).await?;
     let kit = account_kit_flow(&server, &accounts[0], dir, &exe, out).await?;
     ok &= kit.ok;
+    ok &= mfa_flow(&server, &configs, &exe, out).await?;
     if serve {
         if generated > 0 {
             writeln!(
@@ -337,6 +366,43 @@ pub async fn run(
     }
     drop(server);
     writeln!(out, "{}", next_steps(&exe)).map_err(w)?;
+    Ok(ok)
+}
+
+/// One pass of the account under an MFA policy, summed up in two lines:
+/// its report is the same as the other accounts'.
+async fn mfa_flow(
+    server: &DevServer,
+    configs: &[(&DemoAccount, PathBuf, PathBuf)],
+    exe: &str,
+    out: &mut dyn Write,
+) -> Result<bool, AppError> {
+    let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
+    let Some((account, path, out_dir)) = configs.iter().find(|(a, _, _)| a.totp_file.is_some())
+    else {
+        return Ok(true);
+    };
+    let seed_file = account.totp_file.as_ref().expect("filtered");
+    writeln!(
+        out,
+        "\n# An account under an MFA policy: {} names its TOTP seed\n# (auth.totp_secret_file: {}).\n$ {exe} once -c {}",
+        path.display(),
+        seed_file.display(),
+        path.display()
+    )
+    .map_err(w)?;
+    let config = Config::load(path)?;
+    let mut report = Vec::new();
+    let ok = commands::once(&config, false, &mut report).await?;
+    let (accepted, rejected) = server.totp_attempts(&account.id);
+    let targets = config.targets.len();
+    writeln!(
+        out,
+        "logged in with a TOTP code ({accepted} accepted, {rejected} rejected); {targets} target(s) {} into {}",
+        if ok { "written" } else { "NOT all written" },
+        out_dir.display()
+    )
+    .map_err(w)?;
     Ok(ok)
 }
 

@@ -263,7 +263,7 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
     }
 }
 
-/// Takes `auth.passphrase_env` out of the environment (see
+/// Takes `auth.passphrase_env` and `auth.totp_secret_env` out of the environment (see
 /// `config::captured`). A config that cannot be loaded is skipped: the
 /// command reports it.
 fn capture_passphrase(command: &Command) {
@@ -274,15 +274,17 @@ fn capture_passphrase(command: &Command) {
     else {
         return;
     };
-    let Some(name) = Config::load(config)
-        .ok()
-        .and_then(|c| c.auth.passphrase_env)
-    else {
+    let Ok(config) = Config::load(config) else {
         return;
     };
-    // SAFETY: called from `main` before the runtime (or anything else)
-    // starts a thread.
-    unsafe { captured::capture_passphrase_env(&name) };
+    for name in [config.auth.passphrase_env, config.auth.totp_secret_env]
+        .into_iter()
+        .flatten()
+    {
+        // SAFETY: called from `main` before the runtime (or anything else)
+        // starts a thread.
+        unsafe { captured::capture_passphrase_env(&name) };
+    }
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,7 @@
-//! Passphrase variables taken out of the process environment at start-up.
+//! Credential variables taken out of the process environment at start-up.
 //!
-//! A variable named by `auth.passphrase_env` would otherwise stay in the
+//! A variable named by `auth.passphrase_env` or `auth.totp_secret_env`
+//! (the TOTP seed) would otherwise stay in the
 //! environment for the life of the process: every child inherits it, and
 //! `/proc/<pid>/environ` shows it to whoever may read that file. `main`
 //! captures it while the process still has one thread: the value moves here

@@ -15,7 +15,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::query::{Query, is_uuid};
-use super::{AttackKind, Event, RefreshRow, State, StoredResource};
+use super::{
+    AttackKind, Event, MFA_MAX_ATTEMPTS, MFA_TOKEN_LIFETIME, MfaToken, RefreshRow, State,
+    StoredResource,
+};
 use crate::passbolt::model::{ChallengeRequest, Claims};
 
 pub(super) fn router(state: Arc<State>) -> Router {
@@ -155,8 +158,24 @@ async fn route(
         )
             .into_response(),
         (Method::POST, "/auth/jwt/login.json") | (Method::POST, "/auth/jwt/login") => {
-            login(state.clone(), path, body.clone()).await
+            login(state.clone(), path, headers, body.clone()).await
         }
+        // The MFA whitelist: a bearer token is needed, a verified second
+        // factor is not.
+        (Method::GET, "/mfa/verify/error.json") => match bearer_user(state, path, headers) {
+            Ok((user, _)) => mfa_error(state, path, &user),
+            Err(r) => r,
+        },
+        (Method::POST, "/mfa/verify/totp.json") => match bearer_user(state, path, headers) {
+            Ok((user, token)) => totp_verify(state, path, headers, &user, &token, body),
+            Err(r) => r,
+        },
+        (Method::POST, p) if p.starts_with("/mfa/verify/duo") => error(
+            state,
+            StatusCode::BAD_REQUEST,
+            path,
+            "This functionality is not available using AJAX/JSON.",
+        ),
         (Method::POST, "/auth/jwt/refresh.json") => refresh(state, path, headers, body),
         (Method::POST, "/auth/jwt/logout.json") => match authenticate(state, path, headers) {
             Ok(user) => logout(state, path, &user, body),
@@ -196,6 +215,17 @@ fn verify(state: &State, path: &str) -> Response {
 
 /// The bearer token's user, or the 401 (or MFA 302) the real server gives.
 fn authenticate(state: &State, path: &str, headers: &HeaderMap) -> Result<String, Response> {
+    let (user, token) = bearer_user(state, path, headers)?;
+    mfa_gate(state, path, headers, &user, Some(&token))?;
+    Ok(user)
+}
+
+/// The bearer token's user and the token, or the 401; no MFA check.
+fn bearer_user(
+    state: &State,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<(String, String), Response> {
     let unauthorized = || error(state, StatusCode::UNAUTHORIZED, path, AUTH_REQUIRED);
     {
         let mut data = state.data();
@@ -204,19 +234,247 @@ fn authenticate(state: &State, path: &str, headers: &HeaderMap) -> Result<String
             return Err(unauthorized());
         }
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(unauthorized)?;
+    let token = bearer(headers).ok_or_else(unauthorized)?;
     let claims: Claims = state.jwt.verify(token).ok_or_else(unauthorized)?;
     if claims.exp <= state.clock.now() || state.account(&claims.sub).is_none() {
         return Err(unauthorized());
     }
-    if state.data().mfa_pending.contains(token) {
-        return Err(mfa_required(state));
+    Ok((claims.sub, token.to_string()))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The `passbolt_mfa` cookie a request carries.
+fn mfa_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|c| c.split(';'))
+        .find_map(|p| {
+            let (k, v) = p.trim().split_once('=')?;
+            (k == crate::passbolt::mfa::COOKIE).then(|| v.to_string())
+        })
+}
+
+/// Checks an MFA token as `MfaVerifiedToken::check` does: active, this
+/// user's, at most 30 days old, and remembered or bound to `session`. A
+/// token that fails is deactivated.
+fn mfa_token_valid(state: &State, cookie: &str, user_id: &str, session: Option<&str>) -> bool {
+    let now = state.clock.now();
+    let mut data = state.data();
+    let Some(t) = data.mfa_tokens.get_mut(cookie) else {
+        return false;
+    };
+    let valid = t.active
+        && t.user_id == user_id
+        && t.created + MFA_TOKEN_LIFETIME > now
+        && (t.remember || session == Some(t.session.as_str()));
+    if !valid {
+        t.active = false;
     }
-    Ok(claims.sub)
+    valid
+}
+
+/// `MfaRequiredCheckMiddleware`: for an account with MFA, a request goes
+/// through only with a valid `passbolt_mfa` cookie; otherwise the 302.
+fn mfa_gate(
+    state: &State,
+    path: &str,
+    headers: &HeaderMap,
+    user_id: &str,
+    session: Option<&str>,
+) -> Result<(), Response> {
+    if state.account(user_id).is_none_or(|a| a.mfa.is_empty()) {
+        return Ok(());
+    }
+    let cookie = mfa_cookie(headers);
+    let valid = cookie
+        .as_deref()
+        .is_some_and(|c| mfa_token_valid(state, c, user_id, session));
+    if cookie.is_some() {
+        state.data().events.push(Event::MfaCookie {
+            path: path.to_string(),
+            valid,
+        });
+    }
+    if valid {
+        Ok(())
+    } else {
+        Err(mfa_required(state))
+    }
+}
+
+/// A `Set-Cookie` for the MFA token `value`, or one that deletes it.
+fn mfa_set_cookie(state: &State, value: Option<&str>, remember: bool) -> HeaderValue {
+    let secure = if state.base_url.starts_with("https:") {
+        "; secure"
+    } else {
+        ""
+    };
+    let cookie = match value {
+        Some(v) if remember => format!(
+            "passbolt_mfa={v}; expires={}; Max-Age={MFA_TOKEN_LIFETIME}; path=/{secure}; HttpOnly",
+            httpdate::fmt_http_date(
+                state.clock.system_time()
+                    + std::time::Duration::from_secs(MFA_TOKEN_LIFETIME as u64)
+            )
+        ),
+        Some(v) => format!("passbolt_mfa={v}; path=/{secure}; HttpOnly"),
+        None => format!(
+            "passbolt_mfa=deleted; expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; path=/{secure}; HttpOnly"
+        ),
+    };
+    HeaderValue::from_str(&cookie).expect("ASCII cookie")
+}
+
+/// `GET /mfa/verify/error.json`: the 403 naming the providers; it clears
+/// the cookie.
+fn mfa_error(state: &State, path: &str, user_id: &str) -> Response {
+    let providers = state.account(user_id).map(|a| a.mfa).unwrap_or_default();
+    let urls: serde_json::Map<String, Value> = providers
+        .iter()
+        .map(|p| {
+            (
+                p.clone(),
+                json!(format!("{}/mfa/verify/{p}.json", state.base_url)),
+            )
+        })
+        .collect();
+    let mut resp = envelope(
+        state,
+        StatusCode::FORBIDDEN,
+        path,
+        "MFA authentication is required.",
+        json!({"mfa_providers": providers, "providers": urls}),
+    );
+    resp.headers_mut()
+        .append(header::SET_COOKIE, mfa_set_cookie(state, None, false));
+    resp
+}
+
+/// `POST /mfa/verify/totp.json` (`TotpVerifyPostController`, `TotpVerifyForm`):
+/// the code must be the one of the current step by the server's clock,
+/// with no leeway. Too many rejected codes since the last login log the
+/// account out of every session.
+fn totp_verify(
+    state: &State,
+    path: &str,
+    headers: &HeaderMap,
+    user_id: &str,
+    token: &str,
+    body: &Bytes,
+) -> Response {
+    let bad =
+        |message: &str, body: Value| envelope(state, StatusCode::BAD_REQUEST, path, message, body);
+    if mfa_cookie(headers).is_some_and(|c| mfa_token_valid(state, &c, user_id, Some(token))) {
+        return bad(
+            "The multi-factor authentication is not required.",
+            json!(""),
+        );
+    }
+    let seed = {
+        let data = state.data();
+        let enabled = data
+            .accounts
+            .iter()
+            .any(|a| a.id == user_id && a.mfa.iter().any(|p| p == "totp"));
+        data.totp_seeds.get(user_id).filter(|_| enabled).cloned()
+    };
+    let Some(seed) = seed else {
+        return bad(
+            "No valid multi-factor authentication settings found for this provider.",
+            json!(""),
+        );
+    };
+    let step = seed.step_at(state.clock.now());
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let code = request.get("totp").and_then(Value::as_str).unwrap_or("");
+    let rule = if code.is_empty() {
+        Some(("notEmptyString", "The OTP should not be empty."))
+    } else if !code.bytes().all(|b| b.is_ascii_digit()) {
+        Some(("numeric", "The OTP should be composed of numbers only."))
+    } else if code.len() < 6 {
+        Some(("minLength", "The OTP should be at least 6 characters long."))
+    } else if !seed.accepts(code, state.clock.now()) {
+        Some(("isValidOtp", "This OTP is not valid."))
+    } else {
+        None
+    };
+    if let Some((rule, message)) = rule {
+        let mut data = state.data();
+        data.events.push(Event::MfaVerify {
+            user_id: user_id.to_string(),
+            accepted: false,
+            step,
+        });
+        let failures = data.mfa_failures.entry(user_id.to_string()).or_default();
+        *failures += 1;
+        if *failures > MFA_MAX_ATTEMPTS {
+            for row in data.refresh_tokens.values_mut() {
+                if row.user_id == user_id {
+                    row.active = false;
+                }
+            }
+            data.events.push(Event::MfaLoggedOut {
+                user_id: user_id.to_string(),
+            });
+            drop(data);
+            return bad(
+                "You have been logged out due to too many failed attempts.",
+                json!(""),
+            );
+        }
+        drop(data);
+        return bad(
+            "Something went wrong when validating the one-time password.",
+            json!({"totp": {rule: message}}),
+        );
+    }
+    // PHP casts `remember` to a bool: absent, false, 0, "" and "0" are false.
+    let remember = match request.get("remember") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::String(s)) => !(s.is_empty() || s == "0"),
+        Some(_) => true,
+    };
+    let cookie = uuid::Uuid::new_v4().to_string();
+    {
+        let mut data = state.data();
+        data.mfa_tokens.insert(
+            cookie.clone(),
+            MfaToken {
+                user_id: user_id.to_string(),
+                remember,
+                session: token.to_string(),
+                active: true,
+                created: state.clock.now(),
+            },
+        );
+        data.issued.push(cookie.clone());
+        data.events.push(Event::MfaVerify {
+            user_id: user_id.to_string(),
+            accepted: true,
+            step,
+        });
+    }
+    let mut resp = envelope(
+        state,
+        StatusCode::OK,
+        path,
+        "The multi-factor authentication was a success.",
+        json!(""),
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        mfa_set_cookie(state, Some(&cookie), remember),
+    );
+    resp
 }
 
 /// The redirect the real server gives every non-whitelisted request while
@@ -254,7 +512,7 @@ fn new_refresh_token(state: &State, user_id: &str) -> String {
     token
 }
 
-async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
+async fn login(state: Arc<State>, path: &str, headers: &HeaderMap, body: Bytes) -> Response {
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
@@ -370,9 +628,25 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
         "refresh_token": refresh_token,
         "verify_token": if faults.wrong_verify_token { uuid::Uuid::new_v4().to_string() } else { challenge.verify_token.clone() },
     });
-    if !account.mfa.is_empty() {
+    state.data().mfa_failures.remove(&user_id);
+    // A remembered, valid MFA cookie skips MFA; any other cookie sent at
+    // login is deactivated and cleared.
+    let cookie = mfa_cookie(headers);
+    let remembered = cookie.as_deref().is_some_and(|c| {
+        let is_remembered = state.data().mfa_tokens.get(c).is_some_and(|t| t.remember);
+        is_remembered && mfa_token_valid(&state, c, &user_id, None)
+    });
+    let clear_cookie = cookie.is_some() && !remembered;
+    if clear_cookie
+        && let Some(t) = state
+            .data()
+            .mfa_tokens
+            .get_mut(cookie.as_deref().unwrap_or(""))
+    {
+        t.active = false;
+    }
+    if !account.mfa.is_empty() && !remembered {
         response["providers"] = json!(account.mfa);
-        state.data().mfa_pending.insert(access_token.clone());
     }
     let st = state.clone();
     let encrypted = tokio::task::spawn_blocking(move || {
@@ -388,13 +662,18 @@ async fn login(state: Arc<State>, path: &str, body: Bytes) -> Response {
     match encrypted {
         Ok(armored) => {
             state.data().events.push(Event::Login { user_id });
-            envelope(
+            let mut resp = envelope(
                 &state,
                 StatusCode::OK,
                 path,
                 "The authentication was a success.",
                 json!({"challenge": armored}),
-            )
+            );
+            if clear_cookie {
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, mfa_set_cookie(&state, None, false));
+            }
+            resp
         }
         Err(_) => error(
             &state,
@@ -493,13 +772,22 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
             "The user ID should be a valid UUID.",
         );
     }
-    if state.account(user_id).is_some_and(|a| !a.mfa.is_empty()) {
-        return mfa_required(state);
+    // The MFA check runs before the token is consumed.
+    if let Err(resp) = mfa_gate(state, path, headers, user_id, bearer(headers)) {
+        return resp;
     }
     if let Err(resp) = consume_refresh_token(state, path, Some(user_id), token) {
         return resp;
     }
     let access_token = issue_access_token(state, user_id);
+    // `UpdateMfaTokenSessionIdOnRefreshTokenCreated`: the MFA token follows
+    // the new access token, and its cookie is sent again.
+    let mfa_again = mfa_cookie(headers).and_then(|c| {
+        let mut data = state.data();
+        let t = data.mfa_tokens.get_mut(&c).filter(|t| t.active)?;
+        t.session = access_token.clone();
+        Some((c, t.remember))
+    });
     let next = new_refresh_token(state, user_id);
     state.data().events.push(Event::Refresh {
         user_id: user_id.to_string(),
@@ -516,6 +804,12 @@ fn refresh(state: &State, path: &str, headers: &HeaderMap, body: &Bytes) -> Resp
         resp.headers_mut().append(
             header::SET_COOKIE,
             HeaderValue::from_str(&cookie).expect("ASCII cookie"),
+        );
+    }
+    if let Some((cookie, remember)) = mfa_again {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            mfa_set_cookie(state, Some(&cookie), remember),
         );
     }
     resp

@@ -114,6 +114,24 @@ pub enum Event {
         user_id: String,
         resource_id: String,
     },
+    /// A TOTP code checked at `/mfa/verify/totp.json`.
+    MfaVerify {
+        user_id: String,
+        accepted: bool,
+        /// The TOTP step of the server's clock at the check.
+        step: u64,
+    },
+    /// Too many rejected codes since the last login: every refresh token
+    /// of the account deactivated.
+    MfaLoggedOut {
+        user_id: String,
+    },
+    /// A request of an MFA account that carried a `passbolt_mfa` cookie,
+    /// and whether the server took it.
+    MfaCookie {
+        path: String,
+        valid: bool,
+    },
     /// What the real server raises as an "attack" exception (error-logged,
     /// and e-mailed to the user and every admin before v5.4). A client must
     /// never cause one.
@@ -206,6 +224,23 @@ impl Default for Options {
     }
 }
 
+/// A verified second factor, as `MfaVerifiedToken` stores it.
+pub(crate) struct MfaToken {
+    pub user_id: String,
+    pub remember: bool,
+    /// The access token it was verified (or last refreshed) with.
+    pub session: String,
+    pub active: bool,
+    pub created: i64,
+}
+
+/// How long an MFA token lives (the real server's 30 days).
+pub const MFA_TOKEN_LIFETIME: i64 = 30 * 24 * 3600;
+
+/// `passbolt.security.mfa.maxAttempts`' default: one more rejected code
+/// since the last login logs the account out.
+pub const MFA_MAX_ATTEMPTS: u32 = 4;
+
 pub(crate) struct RefreshRow {
     pub user_id: String,
     pub active: bool,
@@ -251,7 +286,12 @@ pub(crate) struct Data {
     pub metadata_withheld: HashSet<String>,
     pub verify_tokens: HashSet<(String, String)>,
     pub refresh_tokens: HashMap<String, RefreshRow>,
-    pub mfa_pending: HashSet<String>,
+    /// TOTP seeds by user id.
+    pub totp_seeds: HashMap<String, crate::passbolt::TotpSeed>,
+    /// MFA tokens by their `passbolt_mfa` cookie value.
+    pub mfa_tokens: HashMap<String, MfaToken>,
+    /// Rejected TOTP codes by user id since their last login.
+    pub mfa_failures: HashMap<String, u32>,
     /// Every access and refresh token handed out, for leak checks.
     pub issued: Vec<String>,
     pub events: Vec<Event>,
@@ -535,11 +575,101 @@ impl DevServer {
         self.state.data().issued.clone()
     }
 
+    /// Gives an account MFA providers by name (`totp`, `yubikey`, `duo`):
+    /// every login then names them, and nothing else works until a code
+    /// is verified. A `totp` without a seed (`set_totp`) accepts no code.
     pub fn set_mfa(&self, user_id: &str, providers: &[&str]) {
         let mut data = self.state.data();
         if let Some(a) = data.accounts.iter_mut().find(|a| a.id == user_id) {
             a.mfa = providers.iter().map(|p| p.to_string()).collect();
         }
+    }
+
+    /// Enables TOTP for an account with `seed` (base32 or an `otpauth://`
+    /// URI), first among its providers.
+    pub fn set_totp(&self, user_id: &str, seed: &str) -> Result<(), DevServerError> {
+        let parsed = crate::passbolt::TotpSeed::parse(seed.as_bytes())
+            .map_err(|e| DevServerError::Crypto(format!("TOTP seed: {e}")))?;
+        let mut data = self.state.data();
+        let account = data
+            .accounts
+            .iter_mut()
+            .find(|a| a.id == user_id)
+            .ok_or_else(|| DevServerError::NoAccount(user_id.to_string()))?;
+        account.mfa.retain(|p| p != "totp");
+        account.mfa.insert(0, "totp".into());
+        data.totp_seeds.insert(user_id.to_string(), parsed);
+        Ok(())
+    }
+
+    /// Fault: deactivates every MFA token of the account, as the server
+    /// does when one is presented with the wrong access token or an admin
+    /// resets the account's MFA. The next request gets the MFA redirect.
+    pub fn drop_mfa_tokens(&self, user_id: &str) {
+        for t in self.state.data().mfa_tokens.values_mut() {
+            if t.user_id == user_id {
+                t.active = false;
+            }
+        }
+    }
+
+    /// Active MFA tokens (remembered cookies) of an account.
+    pub fn active_mfa_tokens(&self, user_id: &str) -> usize {
+        let now = self.state.clock.now();
+        self.state
+            .data()
+            .mfa_tokens
+            .values()
+            .filter(|t| t.user_id == user_id && t.active && t.created + MFA_TOKEN_LIFETIME > now)
+            .count()
+    }
+
+    /// TOTP codes checked for an account, as (accepted, rejected).
+    pub fn totp_attempts(&self, user_id: &str) -> (usize, usize) {
+        let mut counts = (0, 0);
+        for e in self.state.data().events.iter() {
+            if let Event::MfaVerify {
+                user_id: u,
+                accepted,
+                ..
+            } = e
+                && u == user_id
+            {
+                if *accepted {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// The server's TOTP steps at which codes of an account were accepted.
+    pub fn totp_accepted_steps(&self, user_id: &str) -> Vec<u64> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::MfaVerify {
+                    user_id: u,
+                    accepted: true,
+                    step,
+                } if u == user_id => Some(step),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Paths of requests that carried a `passbolt_mfa` cookie, with
+    /// whether the server took it, in order.
+    pub fn mfa_cookie_requests(&self) -> Vec<(String, bool)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::MfaCookie { path, valid } => Some((path, valid)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Secrets handed out so far, as (user id, resource id), in order.
@@ -744,7 +874,9 @@ fn build_state(
             metadata_withheld: HashSet::new(),
             verify_tokens: HashSet::new(),
             refresh_tokens: HashMap::new(),
-            mfa_pending: HashSet::new(),
+            totp_seeds: HashMap::new(),
+            mfa_tokens: HashMap::new(),
+            mfa_failures: HashMap::new(),
             issued: Vec::new(),
             events: Vec::new(),
             faults: Faults::default(),

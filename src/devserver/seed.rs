@@ -500,3 +500,13 @@ pub fn generated(n: usize, readers: &[String]) -> (Vec<SeedFolder>, Vec<SeedReso
         .collect();
     (folders, resources)
 }
+
+/// A fresh TOTP seed, base32, as passbolt's TOTP setup would make one
+/// (20 bytes, about 150 of their bits random: v4 UUIDs fix a few).
+pub fn random_totp_seed() -> zeroize::Zeroizing<String> {
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(32));
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let secret = totp_rs::Secret::from(bytes[..20].to_vec());
+    zeroize::Zeroizing::new(secret.to_base32())
+}

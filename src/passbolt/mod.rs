@@ -6,6 +6,7 @@
 pub mod api;
 pub mod decode;
 pub mod metadata;
+pub mod mfa;
 pub mod model;
 pub mod session;
 mod tls;
@@ -19,6 +20,7 @@ use tokio::sync::Mutex;
 
 pub use decode::DecodeError;
 pub use metadata::{Keyring, MetadataKeyError};
+pub use mfa::TotpSeed;
 pub use session::{ClientIdentity, Session, SessionOptions, SessionStats};
 
 use crate::pgp::{PgpError, PrivateKey};
@@ -76,10 +78,27 @@ pub enum ClientError {
     #[error("server authentication failed: {0}")]
     ServerNotAuthenticated(String),
     #[error(
-        "the account requires multi-factor authentication{}: give passbolt-sync an account without MFA",
+        "the account requires multi-factor authentication{}: set auth.totp_secret_file (or auth.totp_secret_env) to the account's TOTP seed, or give passbolt-sync an account without MFA",
         if providers.is_empty() { String::new() } else { format!(" ({})", providers.join(", ")) }
     )]
     MfaRequired { providers: Vec<String> },
+    #[error(
+        "the account's multi-factor authentication is {} only, which passbolt-sync cannot answer (Duo is a browser flow; a Yubikey needs a touch): give the account TOTP, or give passbolt-sync an account without MFA",
+        providers.join(" and ")
+    )]
+    MfaUnsupported { providers: Vec<String> },
+    #[error(
+        "the server rejected the TOTP code ({message:?}): auth.totp_secret_file / auth.totp_secret_env does not hold this account's current seed. Not retrying soon: the server logs the account out after repeated failures"
+    )]
+    MfaRejected { message: String },
+    #[error(
+        "the server logged the account out of every session after too many failed TOTP codes ({message:?}); fix the seed in auth.totp_secret_file / auth.totp_secret_env"
+    )]
+    MfaLockedOut { message: String },
+    #[error(
+        "{path}: the server asked for MFA again right after the TOTP code was accepted (the passbolt_mfa cookie was dropped twice in a row)"
+    )]
+    MfaDropped { path: String },
     #[error("malformed response from {path}: {detail}")]
     Malformed { path: String, detail: String },
     #[error("cannot process {what}: {source}")]
@@ -102,6 +121,19 @@ impl ClientError {
             ClientError::Unreachable { .. }
                 | ClientError::ServerError { .. }
                 | ClientError::Busy { .. }
+        )
+    }
+
+    /// Retrying soon cannot help and may harm: the TOTP seed is wrong (the
+    /// server logs the account out after a few rejected codes) or the
+    /// account's MFA cannot be answered. The operator must fix the config.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(
+            self,
+            ClientError::MfaRequired { .. }
+                | ClientError::MfaUnsupported { .. }
+                | ClientError::MfaRejected { .. }
+                | ClientError::MfaLockedOut { .. }
         )
     }
 
@@ -248,6 +280,13 @@ impl Client {
             secrets_downloaded: AtomicU64::new(0),
             pre_v5: AtomicBool::new(false),
         })
+    }
+
+    /// Answers the account's TOTP second factor with `seed` (see
+    /// `Session::set_totp`).
+    pub fn with_totp(mut self, seed: Option<TotpSeed>) -> Client {
+        self.session.set_totp(seed);
+        self
     }
 
     pub fn session(&self) -> &Session {

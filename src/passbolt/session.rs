@@ -5,6 +5,13 @@
 //! twice, not even after a timeout; any refresh failure falls back to a full
 //! login. The token state sits behind an async mutex, which serializes
 //! refreshes and logins.
+//!
+//! An account under an MFA policy answers the TOTP challenge right after
+//! login (see `mfa`), and the `passbolt_mfa` cookie then goes with every
+//! request. Requests and token changes exclude each other (the `gate`):
+//! the server kills an MFA token that comes with an access token it has
+//! replaced, so no request may be in flight while a refresh, login or
+//! verification runs.
 
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
@@ -15,10 +22,11 @@ use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use zeroize::Zeroizing;
 
 use super::ClientError;
+use super::mfa::{self, TotpSeed};
 use super::model::{
     AccessTokenBody, ChallengeBody, ChallengeRequest, ChallengeResponse, Claims, Envelope,
     HeaderOnly, VerifyBody,
@@ -113,6 +121,11 @@ struct RefreshToken {
 struct Tokens {
     access: Option<AccessToken>,
     refresh: Option<RefreshToken>,
+    /// The last TOTP step a code was sent for: a code is sent once
+    /// (RFC 6238 §5.2), and a second one waits for the next step.
+    last_step: Option<u64>,
+    /// The `generation` at which the MFA cookie was last obtained.
+    mfa_generation: u64,
 }
 
 /// Counters for logs, STATUS and tests.
@@ -121,6 +134,8 @@ pub struct SessionStats {
     pub logins: u64,
     pub refreshes: u64,
     pub refresh_failures: u64,
+    /// TOTP codes sent (accepted or not).
+    pub mfa_verifications: u64,
     /// HTTP requests sent, logins and refreshes included.
     pub requests: u64,
     /// Response body bytes read.
@@ -133,6 +148,17 @@ pub struct Session {
     key: Arc<PrivateKey>,
     server_key: StdMutex<Option<PublicKey>>,
     tokens: Mutex<Tokens>,
+    /// Held shared by each authenticated request while it is in flight,
+    /// exclusively (with `tokens`) by whatever changes the tokens or the
+    /// MFA cookie.
+    gate: RwLock<()>,
+    /// Bumped by every exclusive section: a request whose token was read
+    /// before one reads it again.
+    generation: AtomicU64,
+    totp: Option<TotpSeed>,
+    /// The `passbolt_mfa` cookie, in memory only; sent with every request.
+    mfa_cookie: StdMutex<Option<Zeroizing<String>>>,
+    mfa_verifications: AtomicU64,
     /// Server clock minus local clock, in seconds, from `header.servertime`.
     skew: AtomicI64,
     /// Refresh token lifetime in seconds as the last refresh cookie gave it
@@ -197,6 +223,11 @@ impl Session {
             key,
             server_key: StdMutex::new(None),
             tokens: Mutex::new(Tokens::default()),
+            gate: RwLock::new(()),
+            generation: AtomicU64::new(0),
+            totp: None,
+            mfa_cookie: StdMutex::new(None),
+            mfa_verifications: AtomicU64::new(0),
             skew: AtomicI64::new(0),
             refresh_lifetime: AtomicI64::new(0),
             logins: AtomicU64::new(0),
@@ -211,6 +242,17 @@ impl Session {
         &self.opts
     }
 
+    /// The seed that answers the account's TOTP challenge; without one, an
+    /// account under an MFA policy cannot log in (`MfaRequired`).
+    pub fn set_totp(&mut self, seed: Option<TotpSeed>) {
+        self.totp = seed;
+    }
+
+    /// Whether a `passbolt_mfa` cookie is held (for tests and status).
+    pub fn has_mfa_cookie(&self) -> bool {
+        self.mfa_cookie.lock().expect("not poisoned").is_some()
+    }
+
     pub fn user_key(&self) -> &Arc<PrivateKey> {
         &self.key
     }
@@ -220,6 +262,7 @@ impl Session {
             logins: self.logins.load(Ordering::Relaxed),
             refreshes: self.refreshes.load(Ordering::Relaxed),
             refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+            mfa_verifications: self.mfa_verifications.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             response_bytes: self.response_bytes.load(Ordering::Relaxed),
         }
@@ -253,6 +296,13 @@ impl Session {
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
+        }
+        if let Some(cookie) = self.mfa_cookie.lock().expect("not poisoned").as_ref() {
+            let pair = Zeroizing::new(format!("{}={}", mfa::COOKIE, cookie.as_str()));
+            if let Ok(mut value) = reqwest::header::HeaderValue::from_str(&pair) {
+                value.set_sensitive(true);
+                req = req.header(reqwest::header::COOKIE, value);
+            }
         }
         if let Some(body) = body {
             req = req.json(body);
@@ -323,12 +373,7 @@ impl Session {
         path: &str,
         reply: &Reply,
     ) -> Result<(T, Option<i64>), ClientError> {
-        if reply.status == StatusCode::FOUND
-            && reply
-                .location
-                .as_deref()
-                .is_some_and(|l| l.contains("/mfa/verify"))
-        {
+        if mfa::is_redirect(reply.status, reply.location.as_deref()) {
             return Err(ClientError::MfaRequired {
                 providers: Vec::new(),
             });
@@ -408,8 +453,16 @@ impl Session {
 
     /// A full login; replaces whatever tokens the session had.
     pub async fn login(&self) -> Result<(), ClientError> {
-        let mut tokens = self.tokens.lock().await;
+        let (mut tokens, _gate) = self.exclusive().await;
         self.login_locked(&mut tokens).await
+    }
+
+    /// The token state, with no request in flight until the guards drop.
+    async fn exclusive(&self) -> (MutexGuard<'_, Tokens>, RwLockWriteGuard<'_, ()>) {
+        let tokens = self.tokens.lock().await;
+        let gate = self.gate.write().await;
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        (tokens, gate)
     }
 
     async fn login_locked(&self, tokens: &mut Tokens) -> Result<(), ClientError> {
@@ -492,9 +545,6 @@ impl Session {
                 response.domain, self.opts.base_url
             )));
         }
-        if let Some(providers) = response.providers.filter(|p| !p.is_empty()) {
-            return Err(ClientError::MfaRequired { providers });
-        }
         tokens.access = Some(AccessToken::parse(
             response.access_token,
             path,
@@ -505,9 +555,146 @@ impl Session {
             value: Zeroizing::new(response.refresh_token),
             expires: (lifetime > 0).then(|| self.server_now() + lifetime),
         });
+        if let Some(providers) = response.providers.filter(|p| !p.is_empty()) {
+            // Whatever cookie went with the login, the server did not take it.
+            *self.mfa_cookie.lock().expect("not poisoned") = None;
+            if let Err(e) = self.answer_mfa(tokens, &providers).await {
+                // Tokens of an unverified login open nothing but the MFA
+                // endpoints (and the server would not let them be revoked).
+                tokens.access = None;
+                tokens.refresh = None;
+                return Err(e);
+            }
+        }
         self.logins.fetch_add(1, Ordering::Relaxed);
         tracing::info!(user_id = %self.opts.user_id, server = %self.opts.base_url, "logged in");
         Ok(())
+    }
+
+    /// Answers the MFA challenge of the login whose tokens `tokens` holds.
+    async fn answer_mfa(
+        &self,
+        tokens: &mut Tokens,
+        providers: &[String],
+    ) -> Result<(), ClientError> {
+        if !providers.iter().any(|p| p == "totp") {
+            return Err(ClientError::MfaUnsupported {
+                providers: providers.to_vec(),
+            });
+        }
+        if self.totp.is_none() {
+            return Err(ClientError::MfaRequired {
+                providers: providers.to_vec(),
+            });
+        }
+        tracing::info!(providers = %providers.join(","), "the account requires MFA; answering with TOTP");
+        self.verify_totp(tokens).await
+    }
+
+    /// `POST /mfa/verify/totp.json` with the code of the current step by
+    /// the server's clock, once; the `passbolt_mfa` cookie it sets is kept.
+    /// A step a code was already sent for is never used again: this waits
+    /// for the next one (at most one period) instead.
+    async fn verify_totp(&self, tokens: &mut Tokens) -> Result<(), ClientError> {
+        let seed = self.totp.as_ref().expect("checked by the caller");
+        let bearer = tokens
+            .access
+            .as_ref()
+            .map(|a| a.value.clone())
+            .expect("verification follows a login");
+        let mut step = seed.step_at(self.server_now());
+        if let Some(last) = tokens.last_step.filter(|l| step <= *l) {
+            let next = (last + 1) * seed.period();
+            let wait = (next as i64 - self.server_now()).max(0) as u64 + 1;
+            tracing::info!(
+                wait_s = wait,
+                "a TOTP code was already sent for this step; waiting for the next step"
+            );
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            step = seed.step_at(self.server_now()).max(last + 1);
+        }
+        tokens.last_step = Some(step);
+        let code = seed.code(step);
+        let path = mfa::TOTP_VERIFY_PATH;
+        // `remember`: the token is then not bound to one access token, so
+        // refreshes keep it, and the next login skips MFA for 30 days.
+        let body = serde_json::json!({ "totp": code.as_str(), "remember": true });
+        drop(code);
+        self.mfa_verifications.fetch_add(1, Ordering::Relaxed);
+        let reply = self
+            .send(Method::POST, path, Some(&bearer), Some(&body))
+            .await?;
+        drop(body);
+        match self.decode::<serde_json::Value>(path, &reply) {
+            Ok(_) => {}
+            Err(ClientError::Http {
+                status: 400,
+                message,
+                ..
+            }) => {
+                if message.contains("not required") {
+                    // A cookie we sent was still good after all.
+                    return Ok(());
+                }
+                // One rejected code per login: the server counts them
+                // since the last login, so the next attempt logs in anew.
+                tokens.access = None;
+                tokens.refresh = None;
+                if message.contains("too many failed attempts") {
+                    return Err(ClientError::MfaLockedOut { message });
+                }
+                return Err(ClientError::MfaRejected { message });
+            }
+            Err(e) => return Err(e),
+        }
+        let cookie = mfa::cookie(&reply.set_cookies).ok_or_else(|| ClientError::Malformed {
+            path: path.into(),
+            detail: "the TOTP code was accepted but no passbolt_mfa cookie came back".into(),
+        })?;
+        *self.mfa_cookie.lock().expect("not poisoned") = Some(cookie);
+        tokens.mfa_generation = self.generation.load(Ordering::Relaxed);
+        tracing::info!("MFA verified (TOTP)");
+        Ok(())
+    }
+
+    /// After a 302 to `/mfa/verify/error.json` on a request sent at
+    /// `generation`: the server dropped the MFA token. Verifies once more,
+    /// unless another task did since.
+    async fn reverify(&self, path: &str, generation: u64) -> Result<(), ClientError> {
+        let (mut tokens, _gate) = self.exclusive().await;
+        if tokens.mfa_generation > generation {
+            return Ok(());
+        }
+        tracing::warn!(%path, "the server dropped the MFA token (302 to {}); verifying once more", mfa::ERROR_PATH);
+        *self.mfa_cookie.lock().expect("not poisoned") = None;
+        let usable = tokens
+            .access
+            .as_ref()
+            .is_some_and(|a| a.exp - self.server_now() > 5);
+        if !usable {
+            return self.login_locked(&mut tokens).await;
+        }
+        self.reverify_locked(&mut tokens).await
+    }
+
+    /// Asks the server which providers it wants (and its time), then
+    /// verifies with the access token held.
+    async fn reverify_locked(&self, tokens: &mut Tokens) -> Result<(), ClientError> {
+        let bearer = tokens
+            .access
+            .as_ref()
+            .map(|a| a.value.clone())
+            .ok_or(ClientError::NoRefreshToken)?;
+        let reply = self
+            .send(Method::GET, mfa::ERROR_PATH, Some(&bearer), None::<&()>)
+            .await?;
+        // A 403 whose body names the providers; its header the server time.
+        let _ = self.decode::<serde_json::Value>(mfa::ERROR_PATH, &reply);
+        let providers: Vec<String> = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["body"]["mfa_providers"].clone()).ok())
+            .unwrap_or_else(|| vec!["totp".to_string()]);
+        self.answer_mfa(tokens, &providers).await
     }
 
     /// Uses the refresh token, which is gone from the state whatever the
@@ -542,6 +729,21 @@ impl Session {
             }
             other => other?,
         };
+        if mfa::is_redirect(reply.status, reply.location.as_deref()) {
+            // The MFA check runs before the token is consumed: keeping it
+            // is not a replay.
+            tokens.refresh = Some(RefreshToken {
+                value: old,
+                expires,
+            });
+            return Err(if self.totp.is_some() {
+                ClientError::MfaDropped { path: path.into() }
+            } else {
+                ClientError::MfaRequired {
+                    providers: Vec::new(),
+                }
+            });
+        }
         drop(old);
         let decoded: AccessTokenBody = self.decode(path, &reply)?;
         tokens.access = Some(AccessToken::parse(
@@ -563,6 +765,11 @@ impl Session {
             // The old token is spent; the next renewal will be a login.
             None => tracing::warn!("the refresh response carried no refresh_token cookie"),
         }
+        // The server rebinds the MFA token to the new access token and
+        // sends its cookie again.
+        if let Some(cookie) = mfa::cookie(&reply.set_cookies) {
+            *self.mfa_cookie.lock().expect("not poisoned") = Some(cookie);
+        }
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("access token refreshed");
         Ok(())
@@ -576,6 +783,22 @@ impl Session {
                 Ok(()) => return Ok(()),
                 // Expired before it was sent: nothing failed on the server.
                 Err(ClientError::NoRefreshToken) => {}
+                // The access token still opens the MFA endpoints: verify
+                // with it, then the unspent refresh token is good. Past
+                // its expiry, the login below verifies instead.
+                Err(ClientError::MfaDropped { .. })
+                    if tokens
+                        .access
+                        .as_ref()
+                        .is_some_and(|a| a.exp - self.server_now() > 5) =>
+                {
+                    tracing::warn!(
+                        "the server dropped the MFA token (302 on refresh); verifying once more"
+                    );
+                    *self.mfa_cookie.lock().expect("not poisoned") = None;
+                    self.reverify_locked(tokens).await?;
+                    return self.refresh_locked(tokens).await;
+                }
                 Err(e) if e.is_outage() => {
                     // The token may or may not have been spent; it is gone
                     // either way, and a login now would hit the same outage.
@@ -595,21 +818,49 @@ impl Session {
     /// margin (`REFRESH_MARGIN` for the server's 5-minute tokens) of expiry,
     /// by the server's clock.
     pub async fn access_token(&self) -> Result<Zeroizing<String>, ClientError> {
+        self.access_token_at().await.map(|(token, _)| token)
+    }
+
+    /// `access_token`, with the `generation` it belongs to.
+    async fn access_token_at(&self) -> Result<(Zeroizing<String>, u64), ClientError> {
         let mut tokens = self.tokens.lock().await;
         let fresh = tokens
             .access
             .as_ref()
             .is_some_and(|a| a.exp - self.server_now() > a.margin);
         if !fresh {
+            let _gate = self.gate.write().await;
+            self.generation.fetch_add(1, Ordering::Relaxed);
             self.renew_locked(&mut tokens).await?;
         }
-        Ok(current(&tokens))
+        Ok((current(&tokens), self.generation.load(Ordering::Relaxed)))
+    }
+
+    /// Sends an authenticated request, never while the tokens change.
+    /// Returns the token it went with and its generation.
+    async fn send_authorized(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<(Reply, Zeroizing<String>, u64), ClientError> {
+        loop {
+            let (token, generation) = self.access_token_at().await?;
+            let _inflight = self.gate.read().await;
+            if self.generation.load(Ordering::Relaxed) != generation {
+                // Replaced between reading it and getting here.
+                continue;
+            }
+            let reply = self
+                .send(method.clone(), path, Some(&token), None::<&()>)
+                .await?;
+            return Ok((reply, token, generation));
+        }
     }
 
     /// Renews after the server refused `rejected`, unless another task
     /// already replaced it.
     async fn renew_after_401(&self, rejected: &str) -> Result<Zeroizing<String>, ClientError> {
-        let mut tokens = self.tokens.lock().await;
+        let (mut tokens, _gate) = self.exclusive().await;
         let same = tokens
             .access
             .as_ref()
@@ -626,48 +877,52 @@ impl Session {
         self.get_timed(path).await.map(|(body, _)| body)
     }
 
-    /// Like `get`, with the answer's `header.servertime`.
+    /// Like `get`, with the answer's `header.servertime`. A 302 to the
+    /// MFA error page (the server dropped the MFA token) gets one new
+    /// verification and one retry.
     pub async fn get_timed<T: DeserializeOwned>(
         &self,
         path: &str,
     ) -> Result<(T, Option<i64>), ClientError> {
-        let token = self.access_token().await?;
-        let reply = self
-            .send(Method::GET, path, Some(&token), None::<&()>)
-            .await?;
-        if reply.status != StatusCode::UNAUTHORIZED {
-            return self.decode_timed(path, &reply);
+        let mut renewals = 0;
+        let mut reverified = false;
+        loop {
+            let (reply, token, generation) = self.send_authorized(Method::GET, path).await?;
+            if mfa::is_redirect(reply.status, reply.location.as_deref()) && self.totp.is_some() {
+                if reverified {
+                    return Err(ClientError::MfaDropped { path: path.into() });
+                }
+                reverified = true;
+                self.reverify(path, generation).await?;
+                continue;
+            }
+            if reply.status != StatusCode::UNAUTHORIZED {
+                return self.decode_timed(path, &reply);
+            }
+            match renewals {
+                0 => {
+                    tracing::debug!(%path, "401; renewing the access token and retrying once");
+                    self.renew_after_401(&token).await?;
+                }
+                1 => {
+                    // A refreshed token refused too: the refresh token may be
+                    // bound to something the server no longer accepts. One
+                    // full login, one last try; after that the pass fails and
+                    // the daemon backs off.
+                    tracing::debug!(%path, "401 after a renewal; logging in and retrying once");
+                    let (mut tokens, _gate) = self.exclusive().await;
+                    self.login_locked(&mut tokens).await?;
+                }
+                _ => return Err(ClientError::Unauthorized { path: path.into() }),
+            }
+            renewals += 1;
         }
-        tracing::debug!(%path, "401; renewing the access token and retrying once");
-        let token = self.renew_after_401(&token).await?;
-        let reply = self
-            .send(Method::GET, path, Some(&token), None::<&()>)
-            .await?;
-        if reply.status != StatusCode::UNAUTHORIZED {
-            return self.decode_timed(path, &reply);
-        }
-        // A refreshed token refused too: the refresh token may be bound to
-        // something the server no longer accepts. One full login, one last
-        // try; after that the pass fails and the daemon backs off.
-        tracing::debug!(%path, "401 after a renewal; logging in and retrying once");
-        let token = {
-            let mut tokens = self.tokens.lock().await;
-            self.login_locked(&mut tokens).await?;
-            current(&tokens)
-        };
-        let reply = self
-            .send(Method::GET, path, Some(&token), None::<&()>)
-            .await?;
-        if reply.status == StatusCode::UNAUTHORIZED {
-            return Err(ClientError::Unauthorized { path: path.into() });
-        }
-        self.decode_timed(path, &reply)
     }
 
     /// Revokes this process's refresh token, and only it: an empty body
     /// would log out every session of the account on every machine.
     pub async fn logout(&self) -> Result<(), ClientError> {
-        let mut tokens = self.tokens.lock().await;
+        let (mut tokens, _gate) = self.exclusive().await;
         if tokens.refresh.is_none() {
             return Ok(());
         }

@@ -66,6 +66,12 @@ async fn the_demo_keeps_its_folder_prints_runnable_commands_and_ends_with_the_ne
         stdout.contains("serves the server key the kit pins"),
         "{stdout}"
     );
+    // The account under an MFA policy, in its short summary.
+    assert!(
+        stdout.contains("logged in with a TOTP code (1 accepted, 0 rejected); 6 target(s) written"),
+        "{stdout}"
+    );
+    assert!(dir.join("mfa.totp").is_file() && dir.join("out-mfa/app.env").is_file());
     assert!(
         stdout.contains(&format!("{}\n\nthe scratch folder", next_steps(&exe))),
         "{stdout}"

@@ -21,6 +21,7 @@ mod incremental;
 mod init;
 mod interop;
 mod metrics;
+mod mfa;
 mod no_secret_in_errors;
 mod no_secret_in_logs;
 mod package;
