@@ -22,6 +22,7 @@ pub mod render;
 pub mod report;
 pub mod schedule;
 pub mod secret;
+pub mod service;
 pub mod sync;
 pub mod watch;
 pub mod write;
