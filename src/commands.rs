@@ -329,7 +329,9 @@ pub fn print_report(report: &sync::PassReport, out: &mut dyn Write) -> std::io::
 
 /// `passbolt-sync once`: one pass. Returns whether every target is current.
 pub async fn once(config: &Config, dry_run: bool, out: &mut dyn Write) -> Result<bool, AppError> {
-    let plan = plan(config)?;
+    let mut plan = plan(config)?;
+    // Only `exec` has a child to give the environment to.
+    plan.exec_env = None;
     let client = connect(config).await?;
     let started = Instant::now();
     // A cold pass: nothing is held, so only the mapped secrets are read.

@@ -24,7 +24,7 @@ pub async fn run(path: PathBuf) -> Result<bool, AppError> {
         path: path.clone(),
         source,
     })?;
-    let daemon = Service::start(&path, &bytes).await?;
+    let daemon = Service::start(&path, &bytes, false).await?;
     let sig = |kind: SignalKind| {
         signal(kind).map_err(|e| AppError::Other(format!("cannot install a signal handler: {e}")))
     };

@@ -23,6 +23,8 @@ use crate::config::Config;
 use crate::held::Held;
 use crate::passbolt::{Client, ClientError};
 use crate::plan::Plan;
+use crate::render::env::Environment;
+use crate::report::TargetError;
 use crate::schedule::{self, Schedule};
 use crate::sync::{self, PassOptions, PassReport};
 
@@ -52,7 +54,14 @@ pub struct Service {
     /// Wakes a retry loop early, e.g. after a config change.
     kick: Notify,
     shutdown: watch::Sender<bool>,
+    /// Whether passes resolve the exec environment (only `exec` runs one).
+    with_env: bool,
+    /// The exec environment as the last pass over it rendered it.
+    env: watch::Sender<Option<EnvUpdate>>,
 }
+
+/// The exec environment a pass rendered, or why it could not.
+pub type EnvUpdate = Arc<Result<Environment, TargetError>>;
 
 impl Service {
     pub async fn snapshot(&self) -> (Arc<Config>, Arc<Plan>, Arc<Client>) {
@@ -65,12 +74,16 @@ impl Service {
     pub async fn pass(&self, paths: Option<&[PathBuf]>) -> Result<PassReport, ClientError> {
         let mut held = self.pass_lock.lock().await;
         let (_, plan, client) = self.snapshot().await;
-        if paths.is_some_and(|p| !p.iter().any(|p| plan.target(p).is_some())) {
+        if paths.is_some_and(|p| !p.iter().any(|p| plan.has(p))) {
             return Ok(PassReport::default());
         }
         *self.in_flight.lock().expect("not poisoned") = Some(Instant::now());
         let started = Instant::now();
-        let result = sync::run_pass(&client, &plan, &mut held, paths, PassOptions::default()).await;
+        let mut result =
+            sync::run_pass(&client, &plan, &mut held, paths, PassOptions::default()).await;
+        if let Some(env) = result.as_mut().ok().and_then(|r| r.env.take()) {
+            self.env.send_replace(Some(Arc::new(env)));
+        }
         *self.in_flight.lock().expect("not poisoned") = None;
         let mut health = self.health.lock().expect("not poisoned");
         match &result {
@@ -245,12 +258,12 @@ impl Schedules {
         }
         let (stop, _) = watch::channel(false);
         let mut groups: BTreeMap<String, (Schedule, Vec<PathBuf>)> = BTreeMap::new();
-        for t in &plan.targets {
+        for (schedule, path) in plan.scheduled() {
             groups
-                .entry(t.schedule.key())
-                .or_insert_with(|| (t.schedule.clone(), Vec::new()))
+                .entry(schedule.key())
+                .or_insert_with(|| (schedule.clone(), Vec::new()))
                 .1
-                .push(t.path().to_path_buf());
+                .push(path.to_path_buf());
         }
         for (_, (schedule, paths)) in groups {
             tracing::info!(schedule = %schedule, targets = paths.len(), "scheduled");
@@ -286,19 +299,28 @@ impl Schedules {
     }
 }
 
-/// Loads a config from its bytes and plans it, for startup and reloads.
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Config, Plan), AppError> {
+/// Loads a config from its bytes and plans it, for startup and reloads;
+/// without `with_env`, the plan leaves the exec environment out.
+fn parse(path: &Path, bytes: &[u8], with_env: bool) -> Result<(Config, Plan), AppError> {
     let text = String::from_utf8_lossy(bytes);
     let config = Config::parse(&text, path)?;
-    let plan = commands::plan(&config)?;
+    let mut plan = commands::plan(&config)?;
+    if !with_env {
+        plan.exec_env = None;
+    }
     Ok((config, plan))
 }
 
 impl Service {
     /// Loads the config at `path` from `bytes`, plans it and builds its
-    /// client; no request is made yet.
-    pub async fn start(path: &Path, bytes: &[u8]) -> Result<Arc<Service>, AppError> {
-        let (config, plan) = parse(path, bytes)?;
+    /// client; no request is made yet. With `with_env`, passes resolve and
+    /// render the exec environment too (see [`Service::watch_env`]).
+    pub async fn start(
+        path: &Path,
+        bytes: &[u8],
+        with_env: bool,
+    ) -> Result<Arc<Service>, AppError> {
+        let (config, plan) = parse(path, bytes, with_env)?;
         let client = commands::connect(&config).await?;
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Service {
@@ -313,7 +335,14 @@ impl Service {
             in_flight: Mutex::new(None),
             kick: Notify::new(),
             shutdown,
+            with_env,
+            env: watch::channel(None).0,
         }))
+    }
+
+    /// The exec environment of the latest pass that rendered it.
+    pub fn watch_env(&self) -> watch::Receiver<Option<EnvUpdate>> {
+        self.env.subscribe()
     }
 
     /// Stops every retry loop and the schedules, lets a pass in flight
@@ -357,7 +386,7 @@ impl Service {
 /// Applies a changed config file. On any error the running config stays.
 /// Returns new schedules when the service is past startup.
 pub async fn reload(service: &Arc<Service>, bytes: &[u8], ready: bool) -> Option<Schedules> {
-    let (new, new_plan) = match parse(&service.path, bytes) {
+    let (new, new_plan) = match parse(&service.path, bytes, service.with_env) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("config reload failed; keeping the running config: {e}");
@@ -381,12 +410,17 @@ pub async fn reload(service: &Arc<Service>, bytes: &[u8], ready: bool) -> Option
     } else {
         old_client.clone()
     };
-    let changed: Vec<PathBuf> = new
+    let mut changed: Vec<PathBuf> = new
         .targets
         .iter()
         .filter(|t| relogin || !old.targets.contains(t) || old.schedule_of(t) != new.schedule_of(t))
         .map(|t| t.path.clone())
         .collect();
+    if let Some(env) = &new_plan.exec_env
+        && (relogin || old.exec != new.exec || old.exec_schedule() != new.exec_schedule())
+    {
+        changed.push(env.key().to_path_buf());
+    }
     let new = Arc::new(new);
     let new_plan = Arc::new(new_plan);
     {
@@ -396,7 +430,7 @@ pub async fn reload(service: &Arc<Service>, bytes: &[u8], ready: bool) -> Option
             // Another server or account: nothing held is evidence of it.
             held.clear();
         } else {
-            let paths: Vec<&Path> = new_plan.targets.iter().map(|t| t.path()).collect();
+            let paths: Vec<&Path> = new_plan.scheduled().into_iter().map(|(_, p)| p).collect();
             held.retain_targets(&paths);
         }
         *service.current.write().await = Generation {
