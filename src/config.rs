@@ -306,6 +306,26 @@ pub enum Selector {
     },
 }
 
+impl Selector {
+    /// A resource as a template or the command line names it: an id, a
+    /// name, or `Folder/Path/Name`.
+    pub fn from_reference(reference: &str) -> Selector {
+        if uuid::Uuid::parse_str(reference).is_ok() {
+            return Selector::Id(reference.to_ascii_lowercase());
+        }
+        match reference.rsplit_once('/') {
+            Some((folder, name)) => Selector::Name {
+                name: name.to_string(),
+                folder: Some(normalize_folder(folder)),
+            },
+            None => Selector::Name {
+                name: reference.to_string(),
+                folder: None,
+            },
+        }
+    }
+}
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

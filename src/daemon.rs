@@ -61,7 +61,7 @@ pub async fn run(path: PathBuf) -> Result<bool, AppError> {
                 }
             }
             done = &mut startup, if !ready => {
-                if !matches!(done, Ok(true)) { break; }
+                if !matches!(done, Ok(Some(_))) { break; }
                 ready = true;
                 let _ = sd_notify::notify(&[NotifyState::Ready]);
                 tracing::info!("first sync complete; ready");

@@ -10,6 +10,8 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod devserver;
+pub mod exec;
+pub mod get;
 pub mod held;
 pub mod hooks;
 pub mod init;

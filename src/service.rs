@@ -120,17 +120,17 @@ impl Service {
     }
 
     /// Runs a pass and, while it fails, retries with exponential backoff
-    /// and jitter until it succeeds or the service stops.
-    pub async fn pass_with_retry(&self, paths: Option<&[PathBuf]>) -> bool {
+    /// and jitter until it succeeds (its report) or the service stops.
+    pub async fn pass_with_retry(&self, paths: Option<&[PathBuf]>) -> Option<PassReport> {
         let (initial, max) = backoff_bounds();
         let mut backoff = Backoff::new(initial, max);
         let mut stop = self.shutdown.subscribe();
         loop {
             if *stop.borrow() {
-                return false;
+                return None;
             }
             let asked = match self.pass(paths).await {
-                Ok(_) => return true,
+                Ok(report) => return Some(report),
                 Err(e) => e.retry_after(),
             };
             // A server that says when to come back is not asked sooner,
@@ -140,7 +140,7 @@ impl Service {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.kick.notified() => {}
-                _ = stop.changed() => return false,
+                _ = stop.changed() => return None,
             }
         }
     }

@@ -281,15 +281,7 @@ impl<'a> TemplateLookup<'a> {
 impl Lookup for TemplateLookup<'_> {
     fn field(&self, resource: &str, field: &str) -> Result<Secret, String> {
         let field = Field::parse(field)?;
-        let selector = if uuid::Uuid::parse_str(resource).is_ok() {
-            Selector::Id(resource.to_ascii_lowercase())
-        } else {
-            let (folder, name) = match resource.rsplit_once('/') {
-                Some((f, n)) => (Some(crate::config::normalize_folder(f)), n.to_string()),
-                None => (None, resource.to_string()),
-            };
-            Selector::Name { name, folder }
-        };
+        let selector = Selector::from_reference(resource);
         let r = resolve(self.listing, self.target, &selector).map_err(|e| match e {
             TargetError::Missing { .. } => format!("no readable {selector}"),
             other => other.to_string(),
