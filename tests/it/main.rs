@@ -14,6 +14,7 @@ mod devserver_fidelity;
 mod devserver_incremental;
 mod dotenv_consumers;
 mod endurance;
+mod exec;
 mod faults;
 mod hardening;
 mod hooks;
