@@ -16,6 +16,7 @@ mod dotenv_consumers;
 mod endurance;
 mod exec;
 mod faults;
+mod get_env;
 mod hardening;
 mod hooks;
 mod incremental;
