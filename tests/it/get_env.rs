@@ -63,7 +63,7 @@ async fn get_prints_the_exact_bytes_of_a_value_and_writes_files_of_mode_0600() {
 async fn get_fails_clearly_for_a_missing_resource_a_missing_field_and_an_ambiguous_name() {
     let server = devserver(Options::default()).await;
     let who = fixture("bob");
-    let mut twin = passbolt_sync::devserver::seed::sample_resources(&[who.id.clone()])
+    let mut twin = passbolt_sync::devserver::seed::sample_resources(std::slice::from_ref(&who.id))
         .into_iter()
         .find(|r| r.id == ids::V5_PASSWORD_STRING)
         .unwrap();
