@@ -135,6 +135,7 @@ impl Program {
             .stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
+        process::give_terminal(&mut command);
         Child::spawn(&mut command).map_err(|source| ExecError::Spawn {
             program: self.name(),
             source,

@@ -95,6 +95,40 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     command
 }
 
+/// Makes the child of `command` the foreground process group of the
+/// terminal on stdin, when this process's group is: a child in its own
+/// group would otherwise be stopped (SIGTTIN) as soon as it read from the
+/// terminal, and the terminal's Ctrl-C would not reach it. Nothing changes
+/// when stdin is no terminal or this process runs in the background.
+pub fn give_terminal(command: &mut Command) {
+    // SAFETY: isatty, tcgetpgrp and getpgrp only query descriptor 0 and
+    // this process.
+    let foreground = unsafe {
+        libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+    };
+    if !foreground {
+        return;
+    }
+    // SAFETY: runs between fork and exec, after the child joined its own
+    // group; sigprocmask and tcsetpgrp are async-signal-safe system calls,
+    // and nothing here allocates or locks.
+    unsafe {
+        command.pre_exec(|| {
+            // A background group changing the foreground would be sent
+            // SIGTTOU, which stops it: block it meanwhile.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTTOU);
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+            libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
 fn fallback_fd_limit() -> libc::c_int {
     let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
     libc::c_int::try_from(soft.min(FALLBACK_FD_LIMIT)).unwrap_or(1024)
