@@ -239,6 +239,20 @@ pub async fn check(
         )
         .map_err(w)?;
     }
+    if let Some(e) = &config.exec {
+        writeln!(
+            out,
+            "  exec: {} variable(s){}, on_change {}, schedule {}",
+            e.env.as_ref().map_or(0, |v| v.len()),
+            e.folder
+                .as_ref()
+                .map(|f| format!(" and folder {f}"))
+                .unwrap_or_default(),
+            e.on_change,
+            config.exec_schedule()
+        )
+        .map_err(w)?;
+    }
     if !online {
         return Ok(true);
     }

@@ -137,6 +137,17 @@ pub enum OnChange {
     None,
 }
 
+/// As the config spells it.
+impl fmt::Display for OnChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnChange::Restart => "restart",
+            OnChange::Signal => "signal",
+            OnChange::None => "none",
+        })
+    }
+}
+
 pub use nix::sys::signal::Signal;
 
 fn default_reload_signal() -> Signal {
