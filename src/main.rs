@@ -254,33 +254,30 @@ async fn run(cli: Cli) -> i32 {
                 Err(e) => fail(&e, e.exit_code()),
             }
         }
-        command => match run_command(command).await {
-            Ok(true) => 0,
-            Ok(false) => 1,
-            Err(e) => fail(&e, e.exit_code()),
-        },
-    }
-}
-
-async fn run_command(command: Command) -> Result<bool, AppError> {
-    let mut stdout = std::io::stdout();
-    match command {
-        Command::Run { config } => passbolt_sync::daemon::run(config).await,
-        Command::Once { config, dry_run } => {
-            // No instance lock, so that it can run beside the daemon: see `lock`.
-            let cfg = commands::load_config(&config)?;
-            commands::once(&cfg, dry_run, &mut stdout).await
-        }
-        Command::Check { config, online } => {
-            let cfg = commands::load_config(&config)?;
-            commands::check(&cfg, &config, online, &mut stdout).await
-        }
-        Command::Resources { config, json } => {
-            let cfg = commands::load_config(&config)?;
-            commands::resources(&cfg, json, &mut stdout)
-                .await
-                .map(|()| true)
-        }
+        Command::Run { config } => status(passbolt_sync::daemon::run(config).await),
+        Command::Once { config, dry_run } => status(
+            async {
+                // No instance lock, so that it can run beside the daemon: see `lock`.
+                let cfg = commands::load_config(&config)?;
+                commands::once(&cfg, dry_run, &mut std::io::stdout()).await
+            }
+            .await,
+        ),
+        Command::Check { config, online } => status(
+            async {
+                let cfg = commands::load_config(&config)?;
+                commands::check(&cfg, &config, online, &mut std::io::stdout()).await
+            }
+            .await,
+        ),
+        Command::Resources { config, json } => status(
+            async {
+                let cfg = commands::load_config(&config)?;
+                commands::resources(&cfg, json, &mut std::io::stdout()).await
+            }
+            .await
+            .map(|()| true),
+        ),
         Command::Init {
             account_kit,
             dir,
@@ -302,41 +299,48 @@ async fn run_command(command: Command) -> Result<bool, AppError> {
                     InitFormat::Json => passbolt_sync::config::Format::Json,
                 },
             };
-            passbolt_sync::init::run(&opts, &mut stdout).await
+            status(passbolt_sync::init::run(&opts, &mut std::io::stdout()).await)
         }
         Command::Demo {
             dir,
             serve,
             resources,
-        } => {
-            let (dir, scratch) = match dir {
-                Some(d) => (d, false),
-                None => {
-                    // Kept: the paths and commands the demo prints must
-                    // still work after it ends.
-                    let t = tempfile::Builder::new()
-                        .prefix("passbolt-sync-demo.")
-                        .tempdir()
-                        .map_err(|e| {
-                            AppError::Other(format!("cannot create a scratch folder: {e}"))
-                        })?;
-                    (t.keep(), true)
-                }
-            };
-            let ok = passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await?;
-            if scratch {
-                let _ = writeln!(
-                    stdout,
-                    "\nthe scratch folder {d} stays (demo keys, configs, sample output): rm -r {d} removes it; --dir DIR picks another",
-                    d = dir.display()
-                );
-            }
-            Ok(ok)
-        }
-        Command::Exec { .. } | Command::Get { .. } | Command::Env { .. } => {
-            unreachable!("handled by `run`")
-        }
+        } => status(demo(dir, serve, resources).await),
     }
+}
+
+/// The exit status of a command that reports whether everything is current.
+fn status(result: Result<bool, AppError>) -> i32 {
+    match result {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
+async fn demo(dir: Option<PathBuf>, serve: bool, resources: usize) -> Result<bool, AppError> {
+    let mut stdout = std::io::stdout();
+    let (dir, scratch) = match dir {
+        Some(d) => (d, false),
+        None => {
+            // Kept: the paths and commands the demo prints must
+            // still work after it ends.
+            let t = tempfile::Builder::new()
+                .prefix("passbolt-sync-demo.")
+                .tempdir()
+                .map_err(|e| AppError::Other(format!("cannot create a scratch folder: {e}")))?;
+            (t.keep(), true)
+        }
+    };
+    let ok = passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await?;
+    if scratch {
+        let _ = writeln!(
+            stdout,
+            "\nthe scratch folder {d} stays (demo keys, configs, sample output): rm -r {d} removes it; --dir DIR picks another",
+            d = dir.display()
+        );
+    }
+    Ok(ok)
 }
 
 /// Takes `auth.passphrase_env` out of the environment (see

@@ -162,6 +162,13 @@ async fn a_changed_secret_restarts_the_child_once_and_an_unchanged_pass_does_not
     assert!(restart[0].contains("variables=PIN"), "{log}");
     assert!(!restart[0].contains("GITLAB"), "only what changed: {log}");
     assert!(!log.contains("4242") && !log.contains("73019468"), "{log}");
+    eprintln!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains(" INFO ") || l.contains("changed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
