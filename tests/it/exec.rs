@@ -462,3 +462,59 @@ async fn as_pid_1_exec_reaps_the_orphans_it_inherits() {
         "the control zombie only:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_targets_sync_and_a_config_edit_reaches_the_child_while_it_runs() {
+    let server = devserver(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let who = fixture("alice");
+    let target = |extra_var: &str| {
+        format!(
+            "{}{extra_var}targets:\n  - {{ path: {}/legacy, format: raw, resource: {} }}\n",
+            exec_section(""),
+            dir.path().display(),
+            ids::V4_PASSWORD_STRING
+        )
+    };
+    let config = write_config(dir.path(), &server, &who, &target(""));
+    let d = exec(
+        &config,
+        dir.path(),
+        "printf '%s:%s\\n' \"$PIN\" \"$REDIS\" >> {dir}/starts; exec sleep 60",
+        &[],
+    );
+    let starts = dir.path().join("starts");
+    assert!(
+        wait_until(Duration::from_secs(15), || lines(&starts).len() == 1).await,
+        "{}",
+        d.log()
+    );
+    // The target was written before the child started.
+    assert_eq!(read(&dir.path().join("legacy")), "legacy-db-pass");
+    assert_eq!(lines(&starts), ["73019468:"]);
+
+    // An edit adding a variable (written the way editors do: a new file
+    // renamed over the old) restarts the child with it.
+    let text = read(&config);
+    let edited = text.replace(
+        "    GITLAB:",
+        &format!(
+            "    REDIS: {{ resource: {} }}\n    GITLAB:",
+            ids::V5_PASSWORD_STRING
+        ),
+    );
+    assert_ne!(edited, text);
+    let tmp = dir.path().join("sync.yaml.new");
+    std::fs::write(&tmp, edited).unwrap();
+    std::fs::rename(&tmp, &config).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(8), || lines(&starts).len() == 2).await,
+        "{}",
+        d.log()
+    );
+    assert_eq!(lines(&starts)[1], "73019468:redis-pass-v5");
+    let (code, log) = d.stop().await;
+    assert_eq!(code, Some(128 + 15), "{log}");
+    assert!(log.contains("config reloaded"), "{log}");
+    assert!(log.contains("variables=REDIS"), "{log}");
+}
