@@ -63,6 +63,8 @@ pub enum ExecError {
     },
     #[error("cannot wait for the child: {0}")]
     Wait(#[source] std::io::Error),
+    #[error("the first sync did not finish")]
+    FirstPass,
     #[error("stopped by {0} before the child was started")]
     Stopped(Signal),
     #[error("cannot install a signal handler: {0}")]
@@ -279,41 +281,17 @@ pub async fn run(path: PathBuf, command: Vec<OsString>) -> Result<i32, ExecError
                 }
             }
             event = next_event(&mut state) => match event {
-            Event::FirstPass(done) => {
-                let report = match *done {
-                    Ok(Some(report)) => report,
-                    // The service stopped, or the pass panicked.
-                    _ => break Ok(1),
-                };
-                let env = match first_environment(&report, &env_updates.borrow_and_update()) {
-                    Ok(env) => env,
-                    Err(e) => break Err(e),
-                };
-                let (config, plan, _) = service.snapshot().await;
-                let inherit = config.exec.as_ref().is_none_or(|e| e.inherit_env);
-                let child = match program.start(&env, inherit) {
-                    Ok(c) => c,
-                    Err(e) => break Err(e),
-                };
-                tracing::info!(
-                    pid = child.pid().map(|p| p.as_raw()),
-                    variables = %names(&env),
-                    "child started: the first sync is complete"
-                );
-                let _ = sd_notify::notify(&[NotifyState::Ready]);
-                schedules = Some(Schedules::spawn(&service, &plan, config.splay));
-                state = State::Running { child: Box::new(child), env, pending: None };
-            }
-            Event::Exited(status) => {
-                break match status {
-                    Ok(status) => {
-                        let code = process::exit_code(status);
-                        tracing::info!(status = code, "the child exited; stopping");
-                        Ok(code)
+                Event::FirstPass(done) => {
+                    let env = env_updates.borrow_and_update().clone();
+                    match start_first(&service, &program, *done, env).await {
+                        Ok((running, s)) => {
+                            state = running;
+                            schedules = Some(s);
+                        }
+                        Err(e) => break Err(e),
                     }
-                    Err(e) => Err(ExecError::Wait(e)),
-                };
-            }
+                }
+                Event::Exited(status) => break exit_status(status),
             },
             Ok(()) = env_updates.changed() => {
                 let update = env_updates.borrow_and_update().clone();
@@ -343,6 +321,44 @@ pub async fn run(path: PathBuf, command: Vec<OsString>) -> Result<i32, ExecError
     drop(watcher);
     tracing::info!("stopped");
     outcome
+}
+
+/// After the first pass: starts the child when the pass brought
+/// everything up to date, then READY and the schedules.
+async fn start_first(
+    service: &Arc<Service>,
+    program: &Program,
+    done: Result<Option<crate::sync::PassReport>, tokio::task::JoinError>,
+    env: Option<EnvUpdate>,
+) -> Result<(State, Schedules), ExecError> {
+    let Ok(Some(report)) = done else {
+        // The service stopped, or the pass panicked.
+        return Err(ExecError::FirstPass);
+    };
+    let env = first_environment(&report, &env)?;
+    let (config, plan, _) = service.snapshot().await;
+    let inherit = config.exec.as_ref().is_none_or(|e| e.inherit_env);
+    let child = program.start(&env, inherit)?;
+    tracing::info!(
+        pid = child.pid().map(|p| p.as_raw()),
+        variables = %names(&env),
+        "child started: the first sync is complete"
+    );
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    let schedules = Schedules::spawn(service, &plan, config.splay);
+    let running = State::Running {
+        child: Box::new(child),
+        env,
+        pending: None,
+    };
+    Ok((running, schedules))
+}
+
+fn exit_status(status: std::io::Result<std::process::ExitStatus>) -> Result<i32, ExecError> {
+    let status = status.map_err(ExecError::Wait)?;
+    let code = process::exit_code(status);
+    tracing::info!(status = code, "the child exited; stopping");
+    Ok(code)
 }
 
 /// What ends a state: the first pass, or the child's exit.
