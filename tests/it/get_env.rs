@@ -163,6 +163,28 @@ async fn env_prints_the_exec_mapping_as_dotenv_json_and_shell() {
         "{stdout}"
     );
 
+    // On a terminal (script(1) gives it one) env warns on stderr.
+    match tokio::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} env -c {c}", env!("CARGO_BIN_EXE_passbolt-sync")),
+            "/dev/null",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+    {
+        Ok(out) if out.status.success() => {
+            let both = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                both.contains("warning: printing secret values to a terminal"),
+                "{both}"
+            );
+        }
+        other => eprintln!("skipped the terminal check: script(1) is not usable here: {other:?}"),
+    }
+
     // No exec: section, nothing to print.
     let bare = write_config(dir.path(), &server, &fixture("alice"), "");
     let out = cli(&["env", "-c", bare.to_str().unwrap()], &[]).await;
