@@ -251,6 +251,20 @@ pub async fn check(
         )
         .map_err(w)?;
     }
+    if let Some(e) = &config.exec {
+        writeln!(
+            out,
+            "  exec: {} variable(s){}, on_change {}, schedule {}",
+            e.env.as_ref().map_or(0, |v| v.len()),
+            e.folder
+                .as_ref()
+                .map(|f| format!(" and folder {f}"))
+                .unwrap_or_default(),
+            e.on_change,
+            config.exec_schedule()
+        )
+        .map_err(w)?;
+    }
     if !online {
         return Ok(true);
     }
@@ -363,7 +377,9 @@ pub fn print_report(report: &sync::PassReport, out: &mut dyn Write) -> std::io::
 
 /// `passbolt-sync once`: one pass. Returns whether every target is current.
 pub async fn once(config: &Config, dry_run: bool, out: &mut dyn Write) -> Result<bool, AppError> {
-    let plan = plan(config)?;
+    let mut plan = plan(config)?;
+    // Only `exec` has a child to give the environment to.
+    plan.exec_env = None;
     let client = connect(config).await?;
     let started = Instant::now();
     // A cold pass: nothing is held, so only the mapped secrets are read.

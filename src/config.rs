@@ -87,6 +87,119 @@ pub struct Config {
     pub status_file: StatusFile,
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// What `passbolt-sync exec` gives its child, and how it treats it.
+    #[serde(default)]
+    pub exec: Option<Exec>,
+}
+
+/// The `exec:` section: the child's environment, mapped as a dotenv
+/// target's variables are, and what a change of it does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exec {
+    #[serde(default, deserialize_with = "de_vars")]
+    pub env: Option<BTreeMap<String, VarSpec>>,
+    /// Every resource of this folder, as a variable named after it.
+    #[serde(default, deserialize_with = "de_opt_folder")]
+    pub folder: Option<String>,
+    /// The field taken from each resource of `folder`.
+    #[serde(default)]
+    field: Option<FieldName>,
+    /// The command when none is given after `--`.
+    #[serde(default)]
+    pub command: Option<HookCommand>,
+    #[serde(default)]
+    pub on_change: OnChange,
+    /// Sent on a change with `on_change: signal`.
+    #[serde(default = "default_reload_signal", deserialize_with = "de_signal")]
+    pub signal: Signal,
+    /// How a restart stops the child, before SIGKILL.
+    #[serde(default = "default_stop_signal", deserialize_with = "de_signal")]
+    pub stop_signal: Signal,
+    #[serde(default = "default_stop_timeout", deserialize_with = "de_duration")]
+    pub stop_timeout: Duration,
+    /// Changes within this window after the first make one restart.
+    #[serde(default = "default_debounce", deserialize_with = "de_duration")]
+    pub debounce: Duration,
+    /// Whether the child gets this process's environment (minus the
+    /// passphrase variables) besides its mapped variables.
+    #[serde(default = "default_true")]
+    pub inherit_env: bool,
+}
+
+impl Exec {
+    /// The field taken from each resource of `folder`.
+    pub fn folder_field(&self) -> Field {
+        self.field
+            .as_ref()
+            .map(|f| f.0.clone())
+            .unwrap_or(Field::Password)
+    }
+}
+
+/// What `exec` does when its child's environment changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnChange {
+    /// Stop the child (`stop_signal`, then SIGKILL) and start it again.
+    #[default]
+    Restart,
+    /// Send it `signal`; it keeps its environment (and re-reads files).
+    Signal,
+    /// Leave it alone; only the files are updated.
+    None,
+}
+
+/// As the config spells it.
+impl fmt::Display for OnChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnChange::Restart => "restart",
+            OnChange::Signal => "signal",
+            OnChange::None => "none",
+        })
+    }
+}
+
+pub use nix::sys::signal::Signal;
+
+fn default_reload_signal() -> Signal {
+    Signal::SIGHUP
+}
+
+fn default_stop_signal() -> Signal {
+    Signal::SIGTERM
+}
+
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_debounce() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `SIGHUP`, `HUP` or `hup`.
+fn de_signal<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+    checked(d, "a signal name such as SIGHUP", |s| {
+        let upper = s.trim().to_ascii_uppercase();
+        let name = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        match name.parse::<Signal>() {
+            Ok(Signal::SIGKILL | Signal::SIGSTOP) => Err(format!(
+                "{s}: a signal the child cannot handle; pick another"
+            )),
+            Ok(sig) => Ok(sig),
+            Err(_) => Err(format!("unknown signal {s:?}: use a name such as SIGHUP")),
+        }
+    })
 }
 
 /// The `metrics:` section. At least one of `listen` and `textfile`.
@@ -274,6 +387,7 @@ impl<'de> Deserialize<'de> for ScheduleExpr {
 }
 
 /// A field name, checked where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct FieldName(Field);
 
 impl<'de> Deserialize<'de> for FieldName {
@@ -329,6 +443,26 @@ pub enum Selector {
         name: String,
         folder: Option<String>,
     },
+}
+
+impl Selector {
+    /// A resource as a template or the command line names it: an id, a
+    /// name, or `Folder/Path/Name`.
+    pub fn from_reference(reference: &str) -> Selector {
+        if uuid::Uuid::parse_str(reference).is_ok() {
+            return Selector::Id(reference.to_ascii_lowercase());
+        }
+        match reference.rsplit_once('/') {
+            Some((folder, name)) => Selector::Name {
+                name: name.to_string(),
+                folder: Some(normalize_folder(folder)),
+            },
+            None => Selector::Name {
+                name: reference.to_string(),
+                folder: None,
+            },
+        }
+    }
 }
 
 impl fmt::Display for Selector {
@@ -645,8 +779,23 @@ impl Config {
                 "auth: give `totp_secret_file` or `totp_secret_env`, not both".into(),
             ));
         }
+        if let Some(exec) = &self.exec
+            && exec.field.is_some()
+            && exec.folder.is_none()
+        {
+            return Err(invalid(
+                "exec: `field` applies to a whole `folder`; each variable has its own `field`"
+                    .into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for t in &self.targets {
+            if t.path == Path::new(crate::plan::EXEC_ENV_KEY) {
+                return Err(invalid(format!(
+                    "target {}: that name is taken by the exec environment; give the file another path",
+                    t.path.display()
+                )));
+            }
             if !seen.insert(&t.path) {
                 return Err(invalid(format!(
                     "target {} appears twice: two targets cannot write one file",
@@ -673,6 +822,18 @@ impl Config {
             .unwrap_or(DEFAULT_SCHEDULE);
         let tz = target.timezone.as_deref().or(self.timezone.as_deref());
         Schedule::parse(expr, tz).expect("schedules are validated when the config is loaded")
+    }
+
+    /// The schedule of the exec environment: the global one, else every 5
+    /// minutes.
+    pub fn exec_schedule(&self) -> Schedule {
+        let expr = self
+            .schedule
+            .as_ref()
+            .map(|s| s.0.as_str())
+            .unwrap_or(DEFAULT_SCHEDULE);
+        Schedule::parse(expr, self.timezone.as_deref())
+            .expect("schedules are validated when the config is loaded")
     }
 }
 

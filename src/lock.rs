@@ -1,7 +1,8 @@
-//! One daemon per config file: `run` holds an exclusive, non-blocking
-//! `flock` on a lock file named after the config's canonical path for the
-//! life of the process, and writes its PID into it; a second `run` on the
-//! same file is refused with that PID.
+//! One daemon per config file: `run` (and `exec`, which writes the same
+//! targets) holds an exclusive, non-blocking `flock` on a lock file named
+//! after the config's canonical path for the life of the process, and
+//! writes its PID into it; a second one on the same file is refused with
+//! that PID.
 //!
 //! `once` and `check` take no lock, so that they can run beside the daemon:
 //! `once --dry-run` to see what the daemon would change, a `once` to sync

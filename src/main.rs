@@ -1,5 +1,6 @@
 //! The `passbolt-sync` binary: arguments, logging, exit codes.
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use passbolt_sync::commands::{self, AppError};
 use passbolt_sync::config::{Config, captured};
+use passbolt_sync::get;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -36,6 +38,13 @@ enum LogFormat {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum EnvFormat {
+    Dotenv,
+    Json,
+    Shell,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum InitFormat {
     Dotenv,
     Json,
@@ -62,6 +71,42 @@ enum Command {
         /// Show what would change (create, update with variable names, unchanged); write nothing, print no value
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Run a program with the exec: variables in its environment; restart it when they change
+    ///
+    /// Does everything `run` does (schedules, reloads, file targets) and
+    /// starts COMMAND once the first sync is complete. SIGHUP reloads the
+    /// config; SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH go to
+    /// the child. Exits with the child's status (128+N for signal N).
+    Exec {
+        /// The config file (YAML; see sync.example.yaml)
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+        /// The program and its arguments, after `--` (default: exec.command)
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Print one field of one resource, exactly, with no newline added
+    Get {
+        /// The config file (YAML; see sync.example.yaml)
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+        /// A resource id, a name, or Folder/Name
+        selector: String,
+        /// The field: password (default), username, uri, description, totp, pin, custom:LABEL, ...
+        #[arg(long, value_name = "F")]
+        field: Option<String>,
+        /// Write the value to FILE (atomically, mode 0600) instead of stdout
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print the exec: variables resolved (e.g. eval "$(passbolt-sync env --format shell)")
+    Env {
+        /// The config file (YAML; see sync.example.yaml)
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = EnvFormat::Dotenv)]
+        format: EnvFormat,
     },
     /// Validate the config; --online also logs in and resolves every mapping
     Check {
@@ -139,8 +184,11 @@ enum Command {
 }
 
 fn init_logging(cli: &Cli) {
+    // `get` and `env` print for scripts: their progress is not news.
+    let scripted = matches!(cli.command, Command::Get { .. } | Command::Env { .. });
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
+        (false, 0) if scripted => "warn",
         (false, 0) => "info",
         (false, 1) => "debug",
         (false, _) => "trace",
@@ -172,29 +220,95 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-async fn run(cli: Cli) -> Result<bool, AppError> {
-    let mut stdout = std::io::stdout();
+/// Prints `e` and returns its exit code.
+fn fail(e: &dyn std::fmt::Display, code: i32) -> i32 {
+    eprintln!("passbolt-sync: {e}");
+    code
+}
+
+/// Runs the command; returns the process's exit status.
+async fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Run { config } => passbolt_sync::daemon::run(config).await,
-        Command::Once { config, dry_run } => {
-            // No instance lock, so that it can run beside the daemon: see `lock`.
-            let cfg = commands::load_config(&config)?;
-            commands::once(&cfg, dry_run, &mut stdout).await
+        Command::Exec { config, command } => {
+            match passbolt_sync::exec::run(config, command).await {
+                Ok(code) => code,
+                Err(e) => fail(&e, e.exit_code()),
+            }
         }
-        Command::Check { config, online } => {
-            let cfg = commands::load_config(&config)?;
-            commands::check(&cfg, &config, online, &mut stdout).await
+        Command::Get {
+            config,
+            selector,
+            field,
+            output,
+        } => {
+            let result = async {
+                let cfg = commands::load_config(&config)?;
+                let mut stdout = std::io::stdout();
+                let to = match output {
+                    Some(path) => get::Destination::File(path),
+                    None => get::Destination::Stdout(&mut stdout),
+                };
+                get::get(&cfg, &selector, field.as_deref(), to).await
+            };
+            match result.await {
+                Ok(()) => 0,
+                Err(e) => fail(&e, e.exit_code()),
+            }
         }
-        Command::Resources { config, json } => {
-            let cfg = commands::load_config(&config)?;
-            commands::resources(&cfg, json, &mut stdout)
-                .await
-                .map(|()| true)
+        Command::Env { config, format } => {
+            if std::io::stdout().is_terminal() {
+                eprintln!(
+                    "passbolt-sync: warning: printing secret values to a terminal; they stay in its scrollback"
+                );
+            }
+            let format = match format {
+                EnvFormat::Dotenv => get::EnvFormat::Dotenv,
+                EnvFormat::Json => get::EnvFormat::Json,
+                EnvFormat::Shell => get::EnvFormat::Shell,
+            };
+            let result = async {
+                let cfg = commands::load_config(&config)?;
+                get::env(&cfg, format, &mut std::io::stdout()).await
+            };
+            match result.await {
+                Ok(()) => 0,
+                Err(e) => fail(&e, e.exit_code()),
+            }
         }
-        Command::Status { config } => {
-            let cfg = config.as_deref().map(commands::load_config).transpose()?;
-            Ok(passbolt_sync::status::command(cfg.as_ref(), &mut stdout)?)
-        }
+        Command::Status { config } => status(
+            async {
+                let cfg = config.as_deref().map(commands::load_config).transpose()?;
+                Ok(passbolt_sync::status::command(
+                    cfg.as_ref(),
+                    &mut std::io::stdout(),
+                )?)
+            }
+            .await,
+        ),
+        Command::Run { config } => status(passbolt_sync::daemon::run(config).await),
+        Command::Once { config, dry_run } => status(
+            async {
+                // No instance lock, so that it can run beside the daemon: see `lock`.
+                let cfg = commands::load_config(&config)?;
+                commands::once(&cfg, dry_run, &mut std::io::stdout()).await
+            }
+            .await,
+        ),
+        Command::Check { config, online } => status(
+            async {
+                let cfg = commands::load_config(&config)?;
+                commands::check(&cfg, &config, online, &mut std::io::stdout()).await
+            }
+            .await,
+        ),
+        Command::Resources { config, json } => status(
+            async {
+                let cfg = commands::load_config(&config)?;
+                commands::resources(&cfg, json, &mut std::io::stdout()).await
+            }
+            .await
+            .map(|()| true),
+        ),
         Command::Init {
             account_kit,
             dir,
@@ -216,51 +330,63 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
                     InitFormat::Json => passbolt_sync::config::Format::Json,
                 },
             };
-            passbolt_sync::init::run(&opts, &mut stdout).await
+            status(passbolt_sync::init::run(&opts, &mut std::io::stdout()).await)
         }
         Command::Completions { shell } => {
+            let mut stdout = std::io::stdout();
             clap_complete::generate(shell, &mut Cli::command(), "passbolt-sync", &mut stdout);
-            Ok(true)
+            0
         }
         Command::Man { dir } => {
             let written = match &dir {
                 Some(d) => passbolt_sync::manpage::write_pages(Cli::command(), d).map(|_| ()),
-                None => passbolt_sync::manpage::main_page(Cli::command(), &mut stdout),
+                None => passbolt_sync::manpage::main_page(Cli::command(), &mut std::io::stdout()),
             };
-            written
-                .map(|()| true)
-                .map_err(|e| AppError::Other(format!("cannot write the man page: {e}")))
+            match written {
+                Ok(()) => 0,
+                Err(e) => fail(&format!("cannot write the man page: {e}"), 1),
+            }
         }
         Command::Demo {
             dir,
             serve,
             resources,
-        } => {
-            let (dir, scratch) = match dir {
-                Some(d) => (d, false),
-                None => {
-                    // Kept: the paths and commands the demo prints must
-                    // still work after it ends.
-                    let t = tempfile::Builder::new()
-                        .prefix("passbolt-sync-demo.")
-                        .tempdir()
-                        .map_err(|e| {
-                            AppError::Other(format!("cannot create a scratch folder: {e}"))
-                        })?;
-                    (t.keep(), true)
-                }
-            };
-            let ok = passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await?;
-            if scratch {
-                let _ = writeln!(
-                    stdout,
-                    "\nthe scratch folder {d} stays (demo keys, configs, sample output): rm -r {d} removes it; --dir DIR picks another",
-                    d = dir.display()
-                );
-            }
-            Ok(ok)
-        }
+        } => status(demo(dir, serve, resources).await),
     }
+}
+
+/// The exit status of a command that reports whether everything is current.
+fn status(result: Result<bool, AppError>) -> i32 {
+    match result {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
+async fn demo(dir: Option<PathBuf>, serve: bool, resources: usize) -> Result<bool, AppError> {
+    let mut stdout = std::io::stdout();
+    let (dir, scratch) = match dir {
+        Some(d) => (d, false),
+        None => {
+            // Kept: the paths and commands the demo prints must
+            // still work after it ends.
+            let t = tempfile::Builder::new()
+                .prefix("passbolt-sync-demo.")
+                .tempdir()
+                .map_err(|e| AppError::Other(format!("cannot create a scratch folder: {e}")))?;
+            (t.keep(), true)
+        }
+    };
+    let ok = passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await?;
+    if scratch {
+        let _ = writeln!(
+            stdout,
+            "\nthe scratch folder {d} stays (demo keys, configs, sample output): rm -r {d} removes it; --dir DIR picks another",
+            d = dir.display()
+        );
+    }
+    Ok(ok)
 }
 
 /// Takes `auth.passphrase_env` and `auth.totp_secret_env` out of the environment (see
@@ -268,6 +394,9 @@ async fn run(cli: Cli) -> Result<bool, AppError> {
 /// command reports it.
 fn capture_passphrase(command: &Command) {
     let (Command::Run { config }
+    | Command::Exec { config, .. }
+    | Command::Get { config, .. }
+    | Command::Env { config, .. }
     | Command::Once { config, .. }
     | Command::Check { config, .. }
     | Command::Resources { config, .. }) = command
@@ -309,14 +438,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(run(cli));
+    let code = runtime.block_on(run(cli));
     let _ = std::io::stdout().flush();
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("passbolt-sync: {e}");
-            ExitCode::from(e.exit_code() as u8)
-        }
-    }
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -195,7 +195,12 @@ impl Observer {
                     }
                     let reason = status::pass_failure_reason(e);
                     let scope: Vec<PathBuf> = match paths {
-                        Some(p) => p.to_vec(),
+                        // Targets only: exec's environment is no file.
+                        Some(p) => p
+                            .iter()
+                            .filter(|p| plan.target(p).is_some())
+                            .cloned()
+                            .collect(),
                         None => plan
                             .targets
                             .iter()

@@ -31,6 +31,26 @@ pub struct Plan {
     /// How often every mapped secret is downloaded again whatever its
     /// stamps, as a safety net; `None` disables it.
     pub full_sync_every: Option<Duration>,
+    /// The variables of the `exec:` section, when the config has one.
+    pub exec_env: Option<PlannedEnv>,
+}
+
+/// The name under which the exec environment is scheduled, held and
+/// reported, as a target's path would be. It is never a file.
+pub const EXEC_ENV_KEY: &str = "exec.env";
+
+/// The exec environment: resolved and rendered by every pass it is due
+/// in, exactly as a dotenv target's variables, but never written.
+#[derive(Debug)]
+pub struct PlannedEnv {
+    pub vars: Vars,
+    pub schedule: Schedule,
+}
+
+impl PlannedEnv {
+    pub fn key(&self) -> &Path {
+        Path::new(EXEC_ENV_KEY)
+    }
 }
 
 #[derive(Debug)]
@@ -138,14 +158,43 @@ impl Plan {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let exec_env = config.exec.as_ref().map(|e| PlannedEnv {
+            vars: Vars {
+                named: e.env.clone().unwrap_or_default(),
+                folder: e.folder.clone(),
+                folder_field: e.folder_field(),
+            },
+            schedule: config.exec_schedule(),
+        });
         Ok(Plan {
             targets,
             full_sync_every: config.full_sync_every.filter(|d| !d.is_zero()),
+            exec_env,
         })
     }
 
     pub fn target(&self, path: &Path) -> Option<&PlannedTarget> {
         self.targets.iter().find(|t| t.path() == path)
+    }
+
+    /// Whether a pass over `path` does anything: a target's path or the
+    /// exec environment's key.
+    pub fn has(&self, path: &Path) -> bool {
+        self.target(path).is_some() || self.exec_env.as_ref().is_some_and(|e| e.key() == path)
+    }
+
+    /// What passes run, by schedule: every target's path and the exec
+    /// environment's key, each with its schedule.
+    pub fn scheduled(&self) -> Vec<(&Schedule, &Path)> {
+        let mut out: Vec<(&Schedule, &Path)> = self
+            .targets
+            .iter()
+            .map(|t| (&t.schedule, t.path()))
+            .collect();
+        if let Some(e) = &self.exec_env {
+            out.push((&e.schedule, e.key()));
+        }
+        out
     }
 }
 

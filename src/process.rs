@@ -1,21 +1,30 @@
 //! What this process lets out of itself: no core dump and no ptrace of it,
 //! and children that inherit none of its secrets.
 //!
-//! Every child (the `on_change` hooks, and any future mode that starts
-//! programs) is made by [`command`] and run as a [`Child`]: it gets this
-//! process's environment minus every passphrase variable
-//! ([`crate::config::captured`]), stdin from `/dev/null`, no file
-//! descriptor beyond 0-2, and its own process group, which is killed as a
+//! Every child (the `on_change` hooks, `exec`'s program) is made by
+//! [`command`] and run as a [`Child`]: it gets this process's environment
+//! minus every passphrase variable ([`crate::config::captured`]), stdin
+//! from `/dev/null` unless the caller hands its own on, no file descriptor
+//! beyond 0-2, and its own process group, which is stopped or killed as a
 //! whole on timeout or when the caller gives up on it. Nothing here knows
 //! what the children are for.
+//!
+//! Every child started here is registered until it is reaped, so that
+//! [`reap_orphans`] (for a process that is PID 1 and inherits orphans)
+//! reaps only what tokio does not wait for.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 use tokio::process::{ChildStderr, ChildStdout, Command};
 
@@ -86,6 +95,40 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     command
 }
 
+/// Makes the child of `command` the foreground process group of the
+/// terminal on stdin, when this process's group is: a child in its own
+/// group would otherwise be stopped (SIGTTIN) as soon as it read from the
+/// terminal, and the terminal's Ctrl-C would not reach it. Nothing changes
+/// when stdin is no terminal or this process runs in the background.
+pub fn give_terminal(command: &mut Command) {
+    // SAFETY: isatty, tcgetpgrp and getpgrp only query descriptor 0 and
+    // this process.
+    let foreground = unsafe {
+        libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+    };
+    if !foreground {
+        return;
+    }
+    // SAFETY: runs between fork and exec, after the child joined its own
+    // group; sigprocmask and tcsetpgrp are async-signal-safe system calls,
+    // and nothing here allocates or locks.
+    unsafe {
+        command.pre_exec(|| {
+            // A background group changing the foreground would be sent
+            // SIGTTOU, which stops it: block it meanwhile.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTTOU);
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+            libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
 fn fallback_fd_limit() -> libc::c_int {
     let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
     libc::c_int::try_from(soft.min(FALLBACK_FD_LIMIT)).unwrap_or(1024)
@@ -125,6 +168,15 @@ pub enum WaitError {
     Io(#[source] io::Error),
 }
 
+/// The children started here and not yet reaped, by pid; held while a
+/// child is started and while [`reap_orphans`] decides, so that it never
+/// reaps one of them.
+static OURS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn forget(pid: Pid) {
+    OURS.lock().expect("not poisoned").remove(&pid.as_raw());
+}
+
 /// A started child leading its own process group. The whole group is
 /// killed if the child is dropped before it was reaped.
 pub struct Child {
@@ -133,18 +185,77 @@ pub struct Child {
     group: Option<Pid>,
 }
 
+/// How [`Child::stop`] ended a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    pub status: ExitStatus,
+    /// Whether it outlived the stop signal's timeout and was killed.
+    pub killed: bool,
+}
+
 impl Child {
     /// Starts `command`, made by [`command`].
     pub fn spawn(command: &mut Command) -> io::Result<Child> {
         // Whatever the caller changed: the group id below relies on it.
         command.process_group(0);
+        let mut ours = OURS.lock().expect("not poisoned");
         let child = command.spawn()?;
         // With process_group(0) the child leads a group whose id is its pid.
         let group = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
+        if let Some(pid) = group {
+            ours.insert(pid.as_raw());
+        }
         Ok(Child { child, group })
+    }
+
+    /// The child's pid, until it is reaped.
+    pub fn pid(&self) -> Option<Pid> {
+        self.group
+    }
+
+    /// Sends `signal` to the child itself (not its group), as a shell's
+    /// `kill` would; nothing once it is reaped.
+    pub fn signal(&self, signal: Signal) -> nix::Result<()> {
+        match self.group {
+            Some(pid) => kill(pid, signal),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the child to exit, however long it takes.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let status = self.child.wait().await?;
+        if let Some(pid) = self.group.take() {
+            forget(pid);
+        }
+        Ok(status)
+    }
+
+    /// Stops the child's whole process group: `signal` first, then
+    /// SIGKILL when the child still runs after `timeout`.
+    pub async fn stop(&mut self, signal: Signal, timeout: Duration) -> io::Result<Stopped> {
+        if let Some(pgid) = self.group {
+            let _ = killpg(pgid, signal);
+        }
+        match tokio::time::timeout(timeout, self.wait()).await {
+            Ok(status) => status.map(|status| Stopped {
+                status,
+                killed: false,
+            }),
+            Err(_) => {
+                // Not reaped yet, so the group id cannot have been reused.
+                if let Some(pgid) = self.group {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                }
+                self.wait().await.map(|status| Stopped {
+                    status,
+                    killed: true,
+                })
+            }
+        }
     }
 
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
@@ -160,7 +271,9 @@ impl Child {
     pub async fn wait_or_kill(&mut self, timeout: Duration) -> Result<ExitStatus, WaitError> {
         let error = match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(Ok(status)) => {
-                self.group = None;
+                if let Some(pid) = self.group.take() {
+                    forget(pid);
+                }
                 return Ok(status);
             }
             Ok(Err(e)) => WaitError::Io(e),
@@ -175,7 +288,47 @@ impl Child {
     fn kill_group(&mut self) {
         if let Some(pgid) = self.group.take() {
             let _ = killpg(pgid, Signal::SIGKILL);
+            // tokio reaps it (kill_on_drop); if an orphan reaper gets
+            // there first, tokio's wait only finds it gone.
+            forget(pgid);
         }
+    }
+}
+
+/// A child's exit status as a shell reports it: its exit code, or 128
+/// plus the signal that killed it.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        _ => 1,
+    }
+}
+
+/// Reaps every exited child that was not started by [`Child::spawn`]: the
+/// orphans a PID 1 inherits. Returns how many it reaped. A child of ours
+/// stays for tokio to wait for; as `waitid` shows one exited child at a
+/// time, the others behind it wait for the next call.
+pub fn reap_orphans() -> usize {
+    let mut reaped = 0;
+    loop {
+        let ours = OURS.lock().expect("not poisoned");
+        // WNOWAIT: look which child exited without reaping it yet.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        let pid = match waitid(Id::All, flags) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) | Err(_) => return reaped,
+            Ok(status) => match status.pid() {
+                Some(pid) => pid,
+                None => return reaped,
+            },
+        };
+        if ours.contains(&pid.as_raw()) {
+            return reaped;
+        }
+        if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_ok() {
+            reaped += 1;
+        }
+        drop(ours);
     }
 }
 

@@ -141,6 +141,9 @@ pub struct PassReport {
     pub missed: Vec<String>,
     /// Whether this pass downloaded every secret its targets read again.
     pub full_sync: bool,
+    /// The exec environment, when the pass was over it: rendered, or why
+    /// not. Never written anywhere.
+    pub env: Option<Result<crate::render::env::Environment, TargetError>>,
 }
 
 impl PassReport {

@@ -18,7 +18,8 @@ use crate::config::{Field, OnMissing, Selector, VarSpec};
 use crate::held::{Held, Stored};
 use crate::hooks::{self, HookError};
 use crate::passbolt::{Client, ClientError, DecodeError, Listing};
-use crate::plan::{Output, Plan, PlannedTarget, Vars};
+use crate::plan::{Output, Plan, PlannedEnv, PlannedTarget, Vars};
+use crate::render::env::Environment;
 use crate::render::{self, Lookup, Template};
 use crate::secret::{FieldError, Resource, Secret, SecretFields};
 use crate::write::{self, WriteOutcome};
@@ -134,6 +135,17 @@ fn resolve_vars(listing: &Listing, target: &Path, vars: &Vars) -> Result<Vec<Nee
     }
     out.sort_by(|a, b| a.var.cmp(&b.var));
     Ok(out)
+}
+
+/// The values of `vars`, resolved, with every field checked against its
+/// resource's type.
+fn checked_vars(listing: &Listing, key: &Path, vars: &Vars) -> Result<Vec<Need>, TargetError> {
+    let needs = resolve_vars(listing, key, vars)?;
+    for Need { id, field, .. } in &needs {
+        let r = listing.get(id).expect("resolved from this listing");
+        check_field(key, r, field)?;
+    }
+    Ok(needs)
 }
 
 /// Every value a non-template target reads. Fails early on selectors that
@@ -269,15 +281,7 @@ impl<'a> TemplateLookup<'a> {
 impl Lookup for TemplateLookup<'_> {
     fn field(&self, resource: &str, field: &str) -> Result<Secret, String> {
         let field = Field::parse(field)?;
-        let selector = if uuid::Uuid::parse_str(resource).is_ok() {
-            Selector::Id(resource.to_ascii_lowercase())
-        } else {
-            let (folder, name) = match resource.rsplit_once('/') {
-                Some((f, n)) => (Some(crate::config::normalize_folder(f)), n.to_string()),
-                None => (None, resource.to_string()),
-            };
-            Selector::Name { name, folder }
-        };
+        let selector = Selector::from_reference(resource);
         let r = resolve(self.listing, self.target, &selector).map_err(|e| match e {
             TargetError::Missing { .. } => format!("no readable {selector}"),
             other => other.to_string(),
@@ -316,6 +320,12 @@ enum Resolved {
 /// any secret: what `check --online` reports. Templates render with
 /// placeholders for their secrets.
 pub fn resolve_only(plan: &Plan, listing: &Listing) -> Vec<(PathBuf, Result<(), TargetError>)> {
+    let env = plan.exec_env.as_ref().map(|e| {
+        (
+            e.key().to_path_buf(),
+            checked_vars(listing, e.key(), &e.vars).map(drop),
+        )
+    });
     plan.targets
         .iter()
         .map(|t| {
@@ -333,23 +343,26 @@ pub fn resolve_only(plan: &Plan, listing: &Listing) -> Vec<(PathBuf, Result<(), 
             };
             (t.path().to_path_buf(), result)
         })
+        .chain(env)
         .collect()
+}
+
+/// Whether resolving `vars` needs folder paths in the listing.
+fn vars_use_folders(vars: &Vars) -> bool {
+    vars.folder.is_some()
+        || vars.named.values().any(|v| {
+            matches!(
+                &v.selector,
+                Selector::Name {
+                    folder: Some(_),
+                    ..
+                }
+            )
+        })
 }
 
 /// Whether resolving `t` needs folder paths in the listing.
 fn uses_folders(t: &PlannedTarget) -> bool {
-    let named = |vars: &Vars| {
-        vars.folder.is_some()
-            || vars.named.values().any(|v| {
-                matches!(
-                    &v.selector,
-                    Selector::Name {
-                        folder: Some(_),
-                        ..
-                    }
-                )
-            })
-    };
     match &t.output {
         Output::Raw(v) => matches!(
             &v.selector,
@@ -358,7 +371,7 @@ fn uses_folders(t: &PlannedTarget) -> bool {
                 ..
             }
         ),
-        Output::Dotenv { vars, .. } | Output::Json { vars } => named(vars),
+        Output::Dotenv { vars, .. } | Output::Json { vars } => vars_use_folders(vars),
         // A template may name `Folder/Name`; it is read only as it renders.
         Output::Template(_) => true,
     }
@@ -367,7 +380,53 @@ fn uses_folders(t: &PlannedTarget) -> bool {
 /// Lists with folder paths when any target needs them, e.g. for
 /// `check --online`.
 pub async fn list_for(client: &Client, plan: &Plan) -> Result<Listing, ClientError> {
-    client.list(plan.targets.iter().any(uses_folders)).await
+    let env = plan
+        .exec_env
+        .as_ref()
+        .is_some_and(|e| vars_use_folders(&e.vars));
+    client
+        .list(env || plan.targets.iter().any(uses_folders))
+        .await
+}
+
+/// Resolves `vars` against a fresh listing and downloads only the secrets
+/// they read, for commands that hold nothing between runs (`get`, `env`).
+/// `key` names them in errors, as a target's path would. A server that
+/// cannot be reached is the outer `Err`.
+pub async fn fetch_vars(
+    client: &Client,
+    key: &Path,
+    vars: &Vars,
+) -> Result<Result<Vec<(String, Secret)>, TargetError>, ClientError> {
+    let listing = client.list(vars_use_folders(vars)).await?;
+    let needs = match checked_vars(&listing, key, vars) {
+        Ok(needs) => needs,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut held = Held::new();
+    let wanted: Vec<String> = secret_reads(&needs).into_iter().collect();
+    let downloads = download(client, &mut held, &wanted).await?;
+    let secrets = Secrets {
+        held: &held,
+        missing: &downloads.missing,
+        failed: &downloads.failed,
+    };
+    Ok(values(&listing, &secrets, key, &needs))
+}
+
+fn values(
+    listing: &Listing,
+    secrets: &Secrets<'_>,
+    key: &Path,
+    needs: &[Need],
+) -> Result<Vec<(String, Secret)>, TargetError> {
+    needs
+        .iter()
+        .map(|n| {
+            let r = listing.get(&n.id).expect("resolved from this listing");
+            Ok((n.var.clone(), secrets.value(key, r, &n.field)?))
+        })
+        .collect()
 }
 
 /// One pass over the targets at `due` (all when `None`). `held` is what
@@ -387,8 +446,15 @@ pub async fn run_pass(
         .iter()
         .filter(|t| due.is_none_or(|d| d.iter().any(|p| p == t.path())))
         .collect();
+    let env_due = plan
+        .exec_env
+        .as_ref()
+        .filter(|e| due.is_none_or(|d| d.iter().any(|p| p == e.key())));
     let listing = client
-        .list(selected.iter().any(|t| uses_folders(t)))
+        .list(
+            selected.iter().any(|t| uses_folders(t))
+                || env_due.is_some_and(|e| vars_use_folders(&e.vars)),
+        )
         .await?;
     let dropped = held.len();
     if held.check_identity(&client.key_identity().await) && dropped > 0 {
@@ -404,9 +470,12 @@ pub async fn run_pass(
         .into_iter()
         .map(|t| resolve_due(&listing, held, plan, t, now))
         .collect();
+    let env = env_due.map(|e| resolve_env(&listing, held, plan, e, now));
     let wanted: BTreeSet<String> = resolved
         .iter()
-        .flat_map(|d| d.wanted.iter().cloned())
+        .flat_map(|d| d.wanted.iter())
+        .chain(env.iter().flat_map(|e| e.wanted.iter()))
+        .cloned()
         .collect();
     let wanted: Vec<String> = wanted.into_iter().collect();
     // An outage here, too, leaves every file as it is.
@@ -414,7 +483,8 @@ pub async fn run_pass(
 
     let mut report = PassReport {
         resources_listed: listing.resources.len(),
-        full_sync: resolved.iter().any(|d| d.full_sync),
+        full_sync: resolved.iter().any(|d| d.full_sync)
+            || env.as_ref().is_some_and(|e| e.full_sync),
         ..PassReport::default()
     };
     let mut uses: Vec<(PathBuf, BTreeSet<String>, bool)> = Vec::new();
@@ -428,6 +498,21 @@ pub async fn run_pass(
             let (content, read) = render(&listing, &secrets, d.target, d.resolved);
             uses.push((d.target.path().to_path_buf(), read, d.full_sync));
             report.targets.push(apply(d.target, content, opts).await);
+        }
+        if let Some(e) = env {
+            let key = e.env.key();
+            let (rendered, read) = match e.needs {
+                Ok(needs) => (
+                    render_env(&listing, &secrets, key, &needs),
+                    secret_reads(&needs),
+                ),
+                Err(err) => (Err(err), BTreeSet::new()),
+            };
+            if let Err(err) = &rendered {
+                tracing::error!(error = %err, "exec environment not updated");
+            }
+            uses.push((key.to_path_buf(), read, e.full_sync));
+            report.env = Some(rendered);
         }
     }
     for (path, read, full_sync) in uses {
@@ -492,6 +577,52 @@ fn resolve_due<'a>(
         full_sync,
         wanted,
     }
+}
+
+/// The exec environment of a pass, resolved against the listing.
+struct DueEnv<'a> {
+    env: &'a PlannedEnv,
+    needs: Result<Vec<Need>, TargetError>,
+    full_sync: bool,
+    wanted: BTreeSet<String>,
+}
+
+fn resolve_env<'a>(
+    listing: &Listing,
+    held: &mut Held,
+    plan: &Plan,
+    env: &'a PlannedEnv,
+    now: Instant,
+) -> DueEnv<'a> {
+    let full_sync = held.full_sync_due(env.key(), plan.full_sync_every, now);
+    let needs = checked_vars(listing, env.key(), &env.vars);
+    let wanted = needs
+        .as_deref()
+        .map(secret_reads)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|id| full_sync || listing.get(id).and_then(|r| held.current(r)).is_none())
+        .collect();
+    DueEnv {
+        env,
+        needs,
+        full_sync,
+        wanted,
+    }
+}
+
+/// The exec environment from its resolved values; never written.
+fn render_env(
+    listing: &Listing,
+    secrets: &Secrets<'_>,
+    key: &Path,
+    needs: &[Need],
+) -> Result<Environment, TargetError> {
+    let vars = values(listing, secrets, key, needs)?;
+    render::env::render(vars).map_err(|source| TargetError::Render {
+        target: key.to_path_buf(),
+        source,
+    })
 }
 
 fn secret_reads(needs: &[Need]) -> BTreeSet<String> {

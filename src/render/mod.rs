@@ -5,6 +5,7 @@
 //! template and line) without ever carrying a secret value.
 
 pub mod dotenv;
+pub mod env;
 pub mod json;
 pub mod raw;
 pub mod template;

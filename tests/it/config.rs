@@ -387,3 +387,62 @@ fn an_unquoted_leading_zero_mode_reads_as_octal() {
     .unwrap();
     assert_eq!(c.targets[0].mode, 0o640);
 }
+
+#[test]
+fn the_exec_section_has_defaults_checked_signals_and_the_dotenv_mapping() {
+    use passbolt_sync::config::{OnChange, Signal};
+    use std::time::Duration;
+    let c = parse(&format!(
+        "{HEAD}exec:\n  env:\n    DB: {{ resource: 8bb7f6a2-1f7b-4c1e-9a55-0d6a3c2b1e00 }}\n    USER: {{ name: db, folder: /Prod//app/, field: username }}\n"
+    ))
+    .unwrap();
+    let e = c.exec.unwrap();
+    assert_eq!(e.on_change, OnChange::Restart);
+    assert_eq!(e.signal, Signal::SIGHUP);
+    assert_eq!(e.stop_signal, Signal::SIGTERM);
+    assert_eq!(e.stop_timeout, Duration::from_secs(10));
+    assert_eq!(e.debounce, Duration::from_secs(2));
+    assert!(e.inherit_env);
+    assert!(e.command.is_none());
+    let env = e.env.unwrap();
+    assert_eq!(
+        env["USER"].selector,
+        Selector::Name {
+            name: "db".into(),
+            folder: Some("Prod/app".into())
+        }
+    );
+    assert_eq!(env["USER"].field, Field::Username);
+
+    let c = parse(&format!(
+        "{HEAD}exec:\n  folder: Prod\n  field: username\n  on_change: signal\n  signal: usr2\n  stop_signal: SIGINT\n  command: myapp --serve\n"
+    ))
+    .unwrap();
+    let e = c.exec.unwrap();
+    assert_eq!(
+        (e.on_change, e.signal, e.stop_signal),
+        (OnChange::Signal, Signal::SIGUSR2, Signal::SIGINT)
+    );
+    assert_eq!(e.folder_field(), Field::Username);
+
+    let msg = positioned(&format!("{HEAD}exec:\n  signal: SIGKILL\n"), 8, 11);
+    assert!(msg.contains("cannot handle"), "{msg}");
+    let msg = positioned(&format!("{HEAD}exec:\n  stop_signal: SIGNOPE\n"), 8, 16);
+    assert!(msg.contains("unknown signal"), "{msg}");
+    let msg = positioned(
+        &format!("{HEAD}exec:\n  env:\n    1BAD: {{ name: x }}\n"),
+        9,
+        5,
+    );
+    assert!(msg.contains("1BAD"), "{msg}");
+    let msg = parse(&format!("{HEAD}exec:\n  field: username\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("`field` applies to a whole `folder`"), "{msg}");
+    let msg = parse(&format!(
+        "{HEAD}targets:\n  - {{ path: exec.env, format: raw, name: x }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("taken by the exec environment"), "{msg}");
+}
