@@ -92,6 +92,10 @@ fn extra_sections() -> Roff {
             "3",
             "status: there is no status file to read (the daemon has not written one, or status_file is off).",
         ),
+        (
+            "exec",
+            "The child's own exit status, or 128+N when a signal N ended it; 126 when the program cannot run, 127 when it is not found; 1 when the first sync did not bring every variable.",
+        ),
     ];
     for (code, what) in statuses {
         tagged(&mut r, code, what);
@@ -107,6 +111,11 @@ fn extra_sections() -> Roff {
         &mut r,
         "SIGTERM, SIGINT",
         "run: let a pass in flight finish its writes, log out, and exit 0.",
+    );
+    tagged(
+        &mut r,
+        "SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH",
+        "exec: forwarded to the child; when the child exits, exec logs out and exits with its status. SIGHUP re-reads the config, as in run.",
     );
 
     section(&mut r, "ENVIRONMENT");

@@ -11,8 +11,16 @@ use super::SessionOptions;
 /// A sentence for a request that failed in TLS, or `None` when `e` was
 /// not a TLS failure (or one with nothing better to say than rustls).
 pub(crate) fn explain(e: &reqwest::Error, opts: &SessionOptions) -> Option<String> {
-    let tls = find(e)?;
     let client_cert = opts.client_identity.is_some();
+    let Some(tls) = find(e) else {
+        return (client_cert && closed_before_ready(e)).then(|| {
+            "the connection closed as soon as the TLS handshake ended, before any answer: \
+             the server (or a TLS proxy in front of it) most likely refused the client \
+             certificate of server.client_cert_file; it must be issued by a CA the server \
+             trusts, valid now, and match server.client_key_file"
+                .into()
+        });
+    };
     Some(match tls {
         rustls::Error::InvalidCertificate(cert) => match cert {
             CertificateError::UnknownIssuer if opts.ca_pem.is_none() => {
@@ -85,6 +93,23 @@ pub(crate) fn explain(e: &reqwest::Error, opts: &SessionOptions) -> Option<Strin
         ),
         _ => return None,
     })
+}
+
+/// Whether a new connection closed before it could carry the request.
+/// With TLS 1.3 a server checks the client certificate only after the
+/// client has finished its handshake, so a refusal arrives while hyper is
+/// setting the connection up, and its alert is not what the request sees.
+fn closed_before_ready(e: &(dyn Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The rustls error behind `e`. tokio-rustls hands it on inside an

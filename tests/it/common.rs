@@ -199,7 +199,12 @@ impl Daemon {
 
     /// The `run` command line, for tests that set up more than variables.
     pub fn command(config: &Path) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_passbolt-sync"));
+        Daemon::command_of(Path::new(env!("CARGO_BIN_EXE_passbolt-sync")), config)
+    }
+
+    /// The `run` command line of another copy of the binary.
+    pub fn command_of(program: &Path, config: &Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
         cmd.args(["run", "-c", config.to_str().unwrap()])
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")

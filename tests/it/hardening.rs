@@ -221,11 +221,15 @@ async fn a_running_daemon_has_no_passphrase_in_its_environment_no_core_dumps_and
     let config = dir.path().join("sync.yaml");
     let text = env_config(dir.path(), &server, &who, &key, PASS_VAR, RECORDING_TARGET);
     std::fs::write(&config, &text).unwrap();
+    // The other user may not be able to reach the build directory (a
+    // clone under /root, mode 0700): it runs a copy of the binary.
+    let program = dir.path().join("passbolt-sync");
+    std::fs::copy(env!("CARGO_BIN_EXE_passbolt-sync"), &program).unwrap();
     if root {
         chown_tree(dir.path(), uid);
     }
 
-    let mut cmd = Daemon::command(&config);
+    let mut cmd = Daemon::command_of(&program, &config);
     cmd.env(PASS_VAR, &who.passphrase)
         .env(LATE_VAR, &who.passphrase)
         .env("RUNTIME_DIRECTORY", dir.path().join("run"));

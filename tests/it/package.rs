@@ -16,6 +16,9 @@ use crate::common;
 /// completion entry.
 const COMMANDS: &[&str] = &[
     "run",
+    "exec",
+    "get",
+    "env",
     "once",
     "check",
     "resources",
