@@ -278,3 +278,37 @@ pub fn account_kit(server: &DevServer, who: &Fixture) -> String {
         .account_kit(&who.id, &armored, &shared_key(who))
         .unwrap()
 }
+
+/// Replaces a file the way editors and config managers do: write a new
+/// file, rename it over the old one.
+pub fn replace(path: &Path, content: &str) {
+    let tmp = path.with_extension("yaml.new");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The first python3 that imports `module`: the one on PATH (pyenv, a
+/// venv), else Debian's, which `package` serves (`.ci/deps --test`
+/// installs it). Looked up once per module.
+pub fn python_with(module: &'static str, package: &str) -> &'static str {
+    static FOUND: std::sync::Mutex<Vec<(&'static str, &'static str)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut found = FOUND.lock().unwrap();
+    if let Some((_, python)) = found.iter().find(|(m, _)| *m == module) {
+        return python;
+    }
+    let python = ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| {
+            std::process::Command::new(p)
+                .args(["-c", &format!("import {module}")])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .unwrap_or_else(|| {
+            panic!("no python3 imports {module}; `.ci/deps --test` installs Debian's {package}")
+        });
+    found.push((module, python));
+    python
+}

@@ -2,6 +2,7 @@
 //! token refresh across cycles, reloads, outages, SIGTERM, sd_notify.
 
 use crate::common;
+use crate::common::replace;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -32,14 +33,6 @@ pub fn set_pin(server: &passbolt_sync::devserver::DevServer, pin: &str) {
             ),
         )
         .unwrap();
-}
-
-/// Replaces a file the way editors and config managers do: write a new
-/// file, rename it over the old one.
-fn replace(path: &Path, content: &str) {
-    let tmp = path.with_extension("yaml.new");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

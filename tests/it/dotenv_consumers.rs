@@ -168,23 +168,8 @@ pub(crate) fn bash_read(file: &Path, names: &[String]) -> HashMap<String, Vec<u8
         .collect()
 }
 
-/// The first python3 that imports python-dotenv: the one on PATH (pyenv, a
-/// venv), else Debian's, which `python3-dotenv` serves.
 fn python_with_dotenv() -> &'static str {
-    static FOUND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-    FOUND.get_or_init(|| {
-        ["python3", "/usr/bin/python3"]
-            .into_iter()
-            .find(|p| {
-                Command::new(p)
-                    .args(["-c", "import dotenv"])
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
-            .expect(
-                "no python3 imports python-dotenv; `.ci/deps --test` installs Debian's python3-dotenv",
-            )
-    })
+    crate::common::python_with("dotenv", "python3-dotenv")
 }
 
 fn require_python_dotenv() {

@@ -4,6 +4,7 @@
 //! one config has one daemon. With the real binary against the dev server.
 
 use crate::common;
+use crate::common::replace;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -196,13 +197,6 @@ fn chown_tree(path: &Path, uid: u32) {
             chown_tree(&entry.unwrap().path(), uid);
         }
     }
-}
-
-/// Replaces the config the way editors do: a new file renamed over it.
-fn replace(path: &Path, content: &str) {
-    let tmp = path.with_extension("yaml.new");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@
 //! a plain scrape), never by string matching alone.
 
 use crate::common;
+use crate::common::replace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,24 +15,8 @@ use std::time::Duration;
 use common::{Daemon, cli, devserver, fixture, text, write_config};
 use passbolt_sync::devserver::{Options, seed::ids};
 
-/// The first python3 that imports `prometheus_client`: the one on PATH,
-/// else Debian's, which `python3-prometheus-client` serves.
 fn python() -> &'static str {
-    static FOUND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-    FOUND.get_or_init(|| {
-        ["python3", "/usr/bin/python3"]
-            .into_iter()
-            .find(|p| {
-                Command::new(p)
-                    .args(["-c", "import prometheus_client"])
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
-            .expect(
-                "no python3 imports prometheus_client; `.ci/deps --test` installs Debian's python3-prometheus-client",
-            )
-    })
+    crate::common::python_with("prometheus_client", "python3-prometheus-client")
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -162,12 +147,6 @@ fn observe_section(dir: &Path) -> String {
         dir.join("passbolt_sync.prom").display(),
         dir.join("status.json").display(),
     )
-}
-
-fn replace(path: &Path, content: &str) {
-    let tmp = path.with_extension("yaml.new");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
