@@ -149,24 +149,30 @@ fn describe(output: &Output) -> String {
 #[test]
 fn verify_reports_nothing_about_the_units() {
     let staged = Staged::new();
+    assert_verify_clean(&staged, &UNITS, "for the units");
+}
+
+/// Runs `systemd-analyze verify` on the staged `units` and fails on any
+/// complaint about them. Complaints about the host's own units are not
+/// ours to fix; anything naming one of our units, or the staging
+/// directory, is.
+fn assert_verify_clean(staged: &Staged, units: &[&str], what: &str) {
     let mut args = vec![
         "verify".to_owned(),
         "--no-pager".to_owned(),
         "--man=no".to_owned(),
     ];
-    args.extend(UNITS.iter().map(|u| path_str(&staged.unit(u)).to_owned()));
+    args.extend(units.iter().map(|u| path_str(&staged.unit(u)).to_owned()));
     let output = systemd_analyze(&args, staged.dir.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let staging = path_str(staged.dir.path());
-    // Complaints about the host's own units are not ours to fix; anything
-    // naming one of our units, or the staging directory, is.
     let ours: Vec<&str> = stderr
         .lines()
         .filter(|line| line.contains(staging) || UNITS.iter().any(|u| line.contains(u)))
         .collect();
     assert!(
         output.status.success() && ours.is_empty(),
-        "systemd-analyze verify is not clean for the units:\n{}",
+        "systemd-analyze verify is not clean {what}:\n{}",
         describe(&output)
     );
     if !stderr.trim().is_empty() {
@@ -347,27 +353,10 @@ fn the_encrypted_credentials_drop_in_verifies_and_replaces_the_plain_ones() {
         std::fs::write(&sealed, "").unwrap();
         text = text.replace(&format!("{source}.cred"), path_str(&sealed));
     }
-    let mut args = vec![
-        "verify".to_owned(),
-        "--no-pager".to_owned(),
-        "--man=no".to_owned(),
-    ];
     for unit in SERVICES {
         let dir = staged.dir.path().join(format!("{unit}.d"));
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("credentials-encrypted.conf"), &text).unwrap();
-        args.push(path_str(&staged.unit(unit)).to_owned());
     }
-    let output = systemd_analyze(&args, staged.dir.path());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let staging = path_str(staged.dir.path());
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|line| line.contains(staging) || UNITS.iter().any(|u| line.contains(u)))
-        .collect();
-    assert!(
-        output.status.success() && ours.is_empty(),
-        "systemd-analyze verify is not clean with the drop-in:\n{}",
-        describe(&output)
-    );
+    assert_verify_clean(&staged, &SERVICES, "with the drop-in");
 }
