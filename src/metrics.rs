@@ -121,7 +121,7 @@ pub struct Metrics {
     logins: Counter,
     refreshes: Counter,
     login_failures: Family<ReasonLabel, Counter>,
-    refresh_failures: Counter,
+    refresh_failures: Family<ReasonLabel, Counter>,
     server_up: Gauge,
     last_contact: FloatGauge,
     since_last_contact: FloatGauge,
@@ -155,7 +155,7 @@ impl Metrics {
             logins: Counter::default(),
             refreshes: Counter::default(),
             login_failures: Family::default(),
-            refresh_failures: Counter::default(),
+            refresh_failures: Family::default(),
             server_up: Gauge::default(),
             last_contact: FloatGauge::default(),
             since_last_contact: FloatGauge::default(),
@@ -218,7 +218,7 @@ impl Metrics {
         );
         r.register(
             "refresh_failures",
-            "Token refreshes that failed (a login follows unless the server is down)",
+            "Token refreshes that failed, by reason: refused (a login follows) or unreachable (the server is down or failing)",
             m.refresh_failures.clone(),
         );
         r.register(
@@ -266,6 +266,11 @@ impl Metrics {
         for result in [PassResult::Ok, PassResult::Degraded, PassResult::Failed] {
             drop(m.passes.get_or_create(&ResultLabel {
                 result: result.as_str().into(),
+            }));
+        }
+        for reason in ["refused", "unreachable"] {
+            drop(m.refresh_failures.get_or_create(&ReasonLabel {
+                reason: reason.into(),
             }));
         }
         for result in ["applied", "unchanged", "failed"] {
@@ -352,7 +357,14 @@ impl Metrics {
     pub fn client_work(&self, work: ClientWork) {
         self.logins.inc_by(work.logins);
         self.refreshes.inc_by(work.refreshes);
-        self.refresh_failures.inc_by(work.refresh_failures);
+        let refused = work.refresh_failures.saturating_sub(work.refresh_outages);
+        for (reason, n) in [("refused", refused), ("unreachable", work.refresh_outages)] {
+            self.refresh_failures
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .inc_by(n);
+        }
         self.secrets_downloaded.inc_by(work.secrets_downloaded);
         self.private_key_operations
             .inc_by(work.private_key_operations);
@@ -428,6 +440,8 @@ pub struct ClientWork {
     pub logins: u64,
     pub refreshes: u64,
     pub refresh_failures: u64,
+    /// Of `refresh_failures`, those the server could not answer.
+    pub refresh_outages: u64,
     pub secrets_downloaded: u64,
     pub private_key_operations: u64,
 }
@@ -515,5 +529,34 @@ fn scrape(metrics: &Metrics, headers: &HeaderMap) -> impl IntoResponse + use<> {
             )],
             metrics.text(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_failures_are_split_by_reason_and_both_exist_from_the_start() {
+        let m = Metrics::new();
+        let text = m.text();
+        for reason in ["refused", "unreachable"] {
+            let line = format!("passbolt_sync_refresh_failures_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&line), "{text}");
+        }
+        m.client_work(ClientWork {
+            refresh_failures: 3,
+            refresh_outages: 1,
+            ..ClientWork::default()
+        });
+        let text = m.text();
+        assert!(
+            text.contains("passbolt_sync_refresh_failures_total{reason=\"refused\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("passbolt_sync_refresh_failures_total{reason=\"unreachable\"} 1"),
+            "{text}"
+        );
     }
 }

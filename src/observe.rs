@@ -61,6 +61,7 @@ pub struct Observer {
 pub struct PassWatch {
     counters: Counters,
     refresh_failures: u64,
+    refresh_outages: u64,
     started: Instant,
     started_at: DateTime<Utc>,
 }
@@ -116,6 +117,7 @@ impl Observer {
         PassWatch {
             counters: client.counters(),
             refresh_failures: client.stats().refresh_failures,
+            refresh_outages: client.stats().refresh_outages,
             started: Instant::now(),
             started_at: Utc::now(),
         }
@@ -141,6 +143,10 @@ impl Observer {
                 .stats()
                 .refresh_failures
                 .saturating_sub(watch.refresh_failures),
+            refresh_outages: client
+                .stats()
+                .refresh_outages
+                .saturating_sub(watch.refresh_outages),
             secrets_downloaded: spent.secrets_downloaded,
             private_key_operations: spent.private_key_operations,
         });

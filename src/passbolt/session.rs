@@ -134,6 +134,9 @@ pub struct SessionStats {
     pub logins: u64,
     pub refreshes: u64,
     pub refresh_failures: u64,
+    /// Of `refresh_failures`, those where the server could not be reached
+    /// or failed (the others it refused; a login followed).
+    pub refresh_outages: u64,
     /// TOTP codes sent (accepted or not).
     pub mfa_verifications: u64,
     /// HTTP requests sent, logins and refreshes included.
@@ -168,6 +171,7 @@ pub struct Session {
     logins: AtomicU64,
     refreshes: AtomicU64,
     refresh_failures: AtomicU64,
+    refresh_outages: AtomicU64,
     requests: AtomicU64,
     response_bytes: AtomicU64,
 }
@@ -233,6 +237,7 @@ impl Session {
             logins: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             refresh_failures: AtomicU64::new(0),
+            refresh_outages: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
         })
@@ -262,6 +267,7 @@ impl Session {
             logins: self.logins.load(Ordering::Relaxed),
             refreshes: self.refreshes.load(Ordering::Relaxed),
             refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+            refresh_outages: self.refresh_outages.load(Ordering::Relaxed),
             mfa_verifications: self.mfa_verifications.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             response_bytes: self.response_bytes.load(Ordering::Relaxed),
@@ -803,6 +809,7 @@ impl Session {
                     // The token may or may not have been spent; it is gone
                     // either way, and a login now would hit the same outage.
                     self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    self.refresh_outages.fetch_add(1, Ordering::Relaxed);
                     return Err(e);
                 }
                 Err(e) => {
