@@ -459,6 +459,7 @@ async fn account_kit_flow(
         account_kit: kit_file.clone(),
         dir: init_dir,
         passphrase_file: Some(account.pass_file.clone()),
+        totp_secret_file: None,
         force: true,
         folder: Some("Production/myapp".into()),
         target: Some(target),

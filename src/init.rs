@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use crate::account_kit::{AccountKit, KitError, VerifiedKit};
 use crate::commands::{self, AppError};
 use crate::config::{self, Config, Format};
+use crate::passbolt::mfa::TotpSeed;
 use crate::passbolt::model::{Envelope, VerifyBody};
 use crate::passbolt::{Client, SessionOptions};
 use crate::pgp::{PgpError, PrivateKey, PublicKey};
@@ -57,6 +58,16 @@ pub enum InitError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read the TOTP seed file {path}: {source}")]
+    ReadTotp {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the TOTP seed file {path}: {source}")]
+    Totp {
+        path: PathBuf,
+        source: crate::passbolt::mfa::TotpSeedError,
+    },
     #[error("the account kit's private key: {0}")]
     Unlock(PgpError),
     #[error("cannot write {path}: {source}")]
@@ -77,6 +88,8 @@ pub struct InitOptions {
     pub account_kit: PathBuf,
     pub dir: PathBuf,
     pub passphrase_file: Option<PathBuf>,
+    /// The account's TOTP seed, for an account under an MFA policy.
+    pub totp_secret_file: Option<PathBuf>,
     pub force: bool,
     /// A first target: every resource of this folder ...
     pub folder: Option<String>,
@@ -91,6 +104,7 @@ pub struct Written {
     pub config: PathBuf,
     pub private_key: PathBuf,
     pub passphrase: Option<PathBuf>,
+    pub totp: Option<PathBuf>,
 }
 
 /// `passbolt-sync init`. Returns whether the config it wrote checks out
@@ -105,11 +119,12 @@ pub async fn run(opts: &InitOptions, out: &mut dyn Write) -> Result<bool, AppErr
             .passphrase_file
             .as_ref()
             .map(|_| dir.join("passphrase")),
+        totp: opts.totp_secret_file.as_ref().map(|_| dir.join("totp")),
     };
     if !opts.force {
         let existing: Vec<PathBuf> = [Some(&files.config), Some(&files.private_key)]
             .into_iter()
-            .chain([files.passphrase.as_ref()])
+            .chain([files.passphrase.as_ref(), files.totp.as_ref()])
             .flatten()
             .filter(|p| p.symlink_metadata().is_ok())
             .cloned()
@@ -125,8 +140,16 @@ pub async fn run(opts: &InitOptions, out: &mut dyn Write) -> Result<bool, AppErr
         Some(p) => Some(read_passphrase(p)?),
         None => None,
     };
+    // Read and parsed before anything is written, as the passphrase is.
+    let totp = match &opts.totp_secret_file {
+        Some(p) => Some(read_totp(p)?),
+        None => None,
+    };
     let readable = match &passphrase {
-        Some(pass) => Some(list_readable(&verified, &domain, pass).await?),
+        Some(pass) => {
+            let seed = totp.as_ref().map(|(_, seed)| seed.clone());
+            Some(list_readable(&verified, &domain, pass, seed).await?)
+        }
         None => None,
     };
     let written = Draft {
@@ -136,7 +159,12 @@ pub async fn run(opts: &InitOptions, out: &mut dyn Write) -> Result<bool, AppErr
         opts,
         readable: readable.as_deref(),
     };
-    write_files(&written, passphrase.as_ref().map(|p| p.as_slice()), out)?;
+    write_files(
+        &written,
+        passphrase.as_ref().map(|p| p.as_slice()),
+        totp.as_ref().map(|(bytes, _)| bytes.as_slice()),
+        out,
+    )?;
     match readable {
         Some(rows) => try_config(&files.config, &rows, out).await,
         None => {
@@ -214,6 +242,7 @@ pub struct Draft<'a> {
 fn write_files(
     draft: &Draft<'_>,
     passphrase: Option<&[u8]>,
+    totp: Option<&[u8]>,
     out: &mut dyn Write,
 ) -> Result<(), AppError> {
     let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
@@ -236,10 +265,14 @@ fn write_files(
         line.push(b'\n');
         put(path, &line)?;
     }
+    if let (Some(path), Some(seed)) = (&files.totp, totp) {
+        put(path, seed)?;
+    }
     put(&files.config, config_text(draft).as_bytes())?;
     for p in [
         Some(&files.private_key),
         files.passphrase.as_ref(),
+        files.totp.as_ref(),
         Some(&files.config),
     ]
     .into_iter()
@@ -352,6 +385,20 @@ fn read_passphrase(path: &Path) -> Result<Zeroizing<Vec<u8>>, InitError> {
     Ok(Zeroizing::new(data))
 }
 
+/// The seed file's bytes, copied as they are, and the seed parsed from
+/// them (refused here rather than at the first login).
+fn read_totp(path: &Path) -> Result<(Zeroizing<Vec<u8>>, TotpSeed), InitError> {
+    let data = Zeroizing::new(std::fs::read(path).map_err(|source| InitError::ReadTotp {
+        path: path.to_path_buf(),
+        source,
+    })?);
+    let seed = TotpSeed::parse(&data).map_err(|source| InitError::Totp {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((data, seed))
+}
+
 async fn fetch_server_key(domain: &str) -> Result<PublicKey, InitError> {
     let url = format!("{domain}/auth/verify.json");
     let fail = |detail: String| InitError::Fetch {
@@ -383,6 +430,7 @@ async fn list_readable(
     verified: &VerifiedKit,
     domain: &str,
     passphrase: &[u8],
+    totp: Option<TotpSeed>,
 ) -> Result<Vec<Resource>, AppError> {
     let armored = verified.kit.user_private_armored_key.clone();
     let pass = Zeroizing::new(passphrase.to_vec());
@@ -403,7 +451,8 @@ async fn list_readable(
             client_identity: None,
         },
         Arc::new(key),
-    )?;
+    )?
+    .with_totp(totp);
     client.login().await?;
     let listing = client.list(true).await;
     let _ = client.logout().await;
@@ -445,6 +494,14 @@ pub fn config_text(draft: &Draft<'_>) -> String {
              # passphrase_file: {}\n  # passphrase_env: PASSBOLT_PASSPHRASE\n",
             files.config.with_file_name("passphrase").display()
         )),
+    }
+    if let Some(p) = &files.totp {
+        t.push_str(&format!(
+            "  # The account's TOTP seed (its MFA policy); under the systemd unit:\n  \
+             # ${{CREDENTIALS_DIRECTORY}}/totp (LoadCredential=totp:...)\n  \
+             totp_secret_file: {}\n",
+            p.display()
+        ));
     }
     t.push_str("schedule: every 5m\ntargets:\n");
     if let (Some(folder), Some(path)) = (&opts.folder, &opts.target) {

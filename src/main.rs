@@ -146,6 +146,9 @@ enum Command {
         /// The key's passphrase (one line); copied into DIR, then used to log in once and list what the account can read
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// The account's TOTP seed (base32 or otpauth:// URI), for an account under an MFA policy; copied into DIR as totp
+        #[arg(long, value_name = "FILE")]
+        totp_secret_file: Option<PathBuf>,
         /// Overwrite files that already exist in DIR
         #[arg(long)]
         force: bool,
@@ -313,6 +316,7 @@ async fn run(cli: Cli) -> i32 {
             account_kit,
             dir,
             passphrase_file,
+            totp_secret_file,
             force,
             folder,
             target,
@@ -322,6 +326,7 @@ async fn run(cli: Cli) -> i32 {
                 account_kit,
                 dir,
                 passphrase_file,
+                totp_secret_file,
                 force,
                 folder,
                 target,

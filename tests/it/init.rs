@@ -277,3 +277,67 @@ async fn a_wrong_passphrase_writes_nothing() {
     );
     assert!(!dir.exists());
 }
+
+#[tokio::test]
+async fn an_account_under_an_mfa_policy_gets_its_totp_seed_copied_and_configured() {
+    let server = common::devserver(Default::default()).await;
+    let alice = fixture("alice");
+    let seed = passbolt_sync::devserver::seed::random_totp_seed();
+    server.set_totp(&alice.id, &seed).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let kit = tmp.path().join("account-kit.passbolt");
+    std::fs::write(&kit, account_kit(&server, &alice)).unwrap();
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, format!("{}\n", alice.passphrase)).unwrap();
+    let totp = tmp.path().join("seed");
+    std::fs::write(&totp, format!("{}\n", seed.as_str())).unwrap();
+    let dir = tmp.path().join("etc");
+    let args = |with_seed: bool| {
+        let mut a = vec![
+            "init".to_string(),
+            "--account-kit".into(),
+            kit.display().to_string(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--passphrase-file".into(),
+            pass.display().to_string(),
+        ];
+        if with_seed {
+            a.extend(["--totp-secret-file".into(), totp.display().to_string()]);
+        }
+        a
+    };
+
+    // Without the seed: the MFA error names the option, and nothing is written.
+    let no_seed = args(false);
+    let out = cli(&no_seed.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("auth.totp_secret_file"), "{stderr}");
+    assert!(!dir.join("sync.yaml").exists());
+
+    let with_seed = args(true);
+    let out = cli(
+        &with_seed.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("MFA: the TOTP code was accepted"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(seed.as_str()) && !stderr.contains(seed.as_str()));
+    for f in ["private.asc", "passphrase", "totp", "sync.yaml"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(
+        std::fs::read(dir.join("totp")).unwrap(),
+        std::fs::read(&totp).unwrap()
+    );
+    let config = Config::load(&dir.join("sync.yaml")).unwrap();
+    assert_eq!(config.auth.totp_secret_file, Some(dir.join("totp")));
+    let (accepted, rejected) = server.totp_attempts(&alice.id);
+    assert_eq!((accepted, rejected), (2, 0), "init's login and its check");
+}
