@@ -567,10 +567,7 @@ fn resolve_due<'a>(
             Err(e) => (Err(e), BTreeSet::new()),
         },
     };
-    let wanted = reads
-        .into_iter()
-        .filter(|id| full_sync || listing.get(id).and_then(|r| held.current(r)).is_none())
-        .collect();
+    let wanted = to_download(reads, full_sync, listing, held);
     DueTarget {
         target: t,
         resolved,
@@ -596,13 +593,8 @@ fn resolve_env<'a>(
 ) -> DueEnv<'a> {
     let full_sync = held.full_sync_due(env.key(), plan.full_sync_every, now);
     let needs = checked_vars(listing, env.key(), &env.vars);
-    let wanted = needs
-        .as_deref()
-        .map(secret_reads)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|id| full_sync || listing.get(id).and_then(|r| held.current(r)).is_none())
-        .collect();
+    let reads = needs.as_deref().map(secret_reads).unwrap_or_default();
+    let wanted = to_download(reads, full_sync, listing, held);
     DueEnv {
         env,
         needs,
@@ -623,6 +615,20 @@ fn render_env(
         target: key.to_path_buf(),
         source,
     })
+}
+
+/// Of the secrets `reads`, those a pass downloads: all of them in a full
+/// sync, else those not held as current for the row the listing shows.
+fn to_download(
+    reads: BTreeSet<String>,
+    full_sync: bool,
+    listing: &Listing,
+    held: &Held,
+) -> BTreeSet<String> {
+    reads
+        .into_iter()
+        .filter(|id| full_sync || listing.get(id).and_then(|r| held.current(r)).is_none())
+        .collect()
 }
 
 fn secret_reads(needs: &[Need]) -> BTreeSet<String> {
