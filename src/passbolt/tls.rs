@@ -100,30 +100,22 @@ pub(crate) fn explain(e: &reqwest::Error, opts: &SessionOptions) -> Option<Strin
 /// client has finished its handshake, so a refusal arrives while hyper is
 /// setting the connection up, and its alert is not what the request sees.
 fn closed_before_ready(e: &(dyn Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if c.downcast_ref::<hyper::Error>()
+    causes(e).any(|c| {
+        c.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_canceled)
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+    })
 }
 
 /// The rustls error behind `e`. tokio-rustls hands it on inside an
 /// `io::Error` (itself inside another one), whose `source()` skips what it
 /// wraps, so each link is also looked into.
 fn find<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if let Some(tls) = inside(c) {
-            return Some(tls);
-        }
-        cause = c.source();
-    }
-    None
+    causes(e).find_map(inside)
+}
+
+/// `e` and the errors behind it, outermost first.
+fn causes<'a>(e: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(e), |&c| c.source())
 }
 
 fn inside<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a rustls::Error> {
