@@ -114,10 +114,11 @@ impl Observer {
     }
 
     pub fn pass_begins(&self, client: &Client) -> PassWatch {
+        let stats = client.stats();
         PassWatch {
             counters: client.counters(),
-            refresh_failures: client.stats().refresh_failures,
-            refresh_outages: client.stats().refresh_outages,
+            refresh_failures: stats.refresh_failures,
+            refresh_outages: stats.refresh_outages,
             started: Instant::now(),
             started_at: Utc::now(),
         }
@@ -136,17 +137,14 @@ impl Observer {
         let elapsed = watch.started.elapsed();
         let now = Utc::now();
         let spent = client.counters() - watch.counters;
+        let stats = client.stats();
         self.metrics.client_work(ClientWork {
             logins: spent.logins,
             refreshes: spent.refreshes,
-            refresh_failures: client
-                .stats()
+            refresh_failures: stats
                 .refresh_failures
                 .saturating_sub(watch.refresh_failures),
-            refresh_outages: client
-                .stats()
-                .refresh_outages
-                .saturating_sub(watch.refresh_outages),
+            refresh_outages: stats.refresh_outages.saturating_sub(watch.refresh_outages),
             secrets_downloaded: spent.secrets_downloaded,
             private_key_operations: spent.private_key_operations,
         });
