@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::metrics::{self, ClientWork, HookRun, ListenError, Metrics, PassResult, TargetResult};
 use crate::passbolt::{Client, ClientError, Counters};
 use crate::plan::Plan;
 use crate::report::{PassReport, Status};
-use crate::schedule::{self, Schedule};
+use crate::schedule;
 use crate::status::{self, StatusBook};
 use crate::write::{self, WriteSpec};
 
@@ -151,7 +151,7 @@ impl Observer {
         let offset = self.outputs.lock().expect("not poisoned").offset;
         let next = |path: &Path| {
             plan.target(path)
-                .and_then(|t| next_tick(&t.schedule, offset, watch.started_at, now))
+                .and_then(|t| schedule::next_tick(&t.schedule, offset, watch.started_at, now))
         };
         {
             let mut book = self.book.lock().expect("not poisoned");
@@ -325,33 +325,11 @@ fn login_failure(e: &ClientError) -> Option<&'static str> {
     })
 }
 
-/// When the schedule next fires after a pass that ran from `started` to
-/// `ended`, the way the schedule driver reckons it.
-fn next_tick(
-    schedule: &Schedule,
-    offset: Duration,
-    started: DateTime<Utc>,
-    ended: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let offset = TimeDelta::from_std(offset).ok()?;
-    match schedule.interval() {
-        Some(interval) => {
-            let step = TimeDelta::from_std(interval).ok()?;
-            let mut next = started.checked_add_signed(step)?;
-            if next <= ended {
-                next = ended.checked_add_signed(step)?;
-            }
-            Some(next)
-        }
-        None => schedule
-            .next_after(ended.checked_sub_signed(offset)?)?
-            .checked_add_signed(offset),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::Schedule;
+    use chrono::TimeDelta;
 
     #[test]
     fn next_tick_of_an_interval_follows_the_pass_start() {
@@ -359,7 +337,7 @@ mod tests {
         let t0 = DateTime::from_timestamp(1_000_000, 0).unwrap();
         let t1 = t0 + TimeDelta::seconds(2);
         assert_eq!(
-            next_tick(&s, Duration::ZERO, t0, t1),
+            schedule::next_tick(&s, Duration::ZERO, t0, t1),
             Some(t0 + TimeDelta::minutes(5))
         );
     }
@@ -371,13 +349,13 @@ mod tests {
         let day = DateTime::from_timestamp(86_400 * 20_000, 0).unwrap();
         let t = day + TimeDelta::minutes(10);
         assert_eq!(
-            next_tick(&s, Duration::from_secs(420), t, t),
+            schedule::next_tick(&s, Duration::from_secs(420), t, t),
             Some(day + TimeDelta::minutes(67))
         );
         // 00:05 with a 7-minute offset: the 00:00 occurrence fires at 00:07.
         let t = day + TimeDelta::minutes(5);
         assert_eq!(
-            next_tick(&s, Duration::from_secs(420), t, t),
+            schedule::next_tick(&s, Duration::from_secs(420), t, t),
             Some(day + TimeDelta::minutes(7))
         );
     }

@@ -712,6 +712,44 @@ where
     next
 }
 
+/// The tick a driver fires next after a pass that ran from `started` (its
+/// tick, offset included) to `ended`: what the driver itself computes, for
+/// those that report it (the status file).
+pub fn next_tick(
+    schedule: &Schedule,
+    offset: Duration,
+    started: DateTime<Utc>,
+    ended: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let ticks = Ticks::new(schedule.clone(), offset);
+    match schedule.interval() {
+        Some(interval) => grid_after(interval, started, ended).map(|(next, _)| next),
+        None => ticks.cron_after(ended),
+    }
+}
+
+/// The first tick after `ended` on the grid of `interval` that starts at
+/// `grid_start`, and how many grid ticks before it were skipped.
+fn grid_after(
+    interval: Duration,
+    grid_start: DateTime<Utc>,
+    ended: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, i64)> {
+    let step = TimeDelta::from_std(interval).ok()?;
+    let next = grid_start.checked_add_signed(step)?;
+    if next > ended {
+        return Some((next, 0));
+    }
+    // Jump straight to the first tick on the grid that is still ahead;
+    // looping would spin after a long suspend with a short interval.
+    let elapsed = (ended - grid_start).num_nanoseconds()?;
+    let step_ns = step.num_nanoseconds()?.max(1);
+    let skipped = elapsed / step_ns;
+    let next =
+        grid_start.checked_add_signed(TimeDelta::nanoseconds(step_ns.checked_mul(skipped + 1)?))?;
+    Some((next, skipped))
+}
+
 /// The wall-clock times a driver fires at: the schedule's occurrences, each
 /// delayed by the splay offset.
 struct Ticks {
@@ -772,18 +810,11 @@ impl Ticks {
             PassReason::Scheduled { due } => due,
             PassReason::RunNow => started.checked_add_signed(self.offset)?,
         };
-        let step = TimeDelta::from_std(interval).ok()?;
-        let next = grid_start.checked_add_signed(step)?;
-        if next > ended {
-            return Some(next);
+        let (next, skipped) = grid_after(interval, grid_start, ended)?;
+        if skipped > 0 {
+            tracing::debug!(schedule = %self.schedule, skipped, "pass outlasted its interval, skipping missed ticks");
         }
-        // Jump straight to the first tick on the grid that is still ahead;
-        // looping would spin after a long suspend with a short interval.
-        let elapsed = (ended - grid_start).num_nanoseconds()?;
-        let step_ns = step.num_nanoseconds()?.max(1);
-        let skipped = elapsed / step_ns;
-        tracing::debug!(schedule = %self.schedule, skipped, "pass outlasted its interval, skipping missed ticks");
-        grid_start.checked_add_signed(TimeDelta::nanoseconds(step_ns.checked_mul(skipped + 1)?))
+        Some(next)
     }
 
     fn log_next(&self, next: Option<DateTime<Utc>>) {
