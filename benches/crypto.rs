@@ -7,7 +7,7 @@
 
 mod support;
 
-use passbolt_sync::pgp::{self, PrivateKey, PublicKey};
+use passbolt_client::pgp::{self, PrivateKey, PublicKey};
 use support::{Sampler, Who, fmt_ms, row, section, time};
 
 /// About the size of a login response (JWT plus refresh token).

@@ -30,12 +30,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use passbolt_client::{Client, Counters};
+use passbolt_devserver::seed::{self, GENERATED_PER_FOLDER, SeedResource};
+use passbolt_devserver::{Account, DevServer, Options};
 use passbolt_sync::config::Config;
-use passbolt_sync::devserver::seed::{self, GENERATED_PER_FOLDER, SeedResource};
-use passbolt_sync::devserver::{Account, DevServer, Options};
-use passbolt_sync::held::{Held, SETTLE_SECONDS};
-use passbolt_sync::passbolt::{Client, Counters};
-use passbolt_sync::plan::Plan;
+use passbolt_sync::sync::held::{Held, SETTLE_SECONDS};
+use passbolt_sync::sync::plan::Plan;
 use passbolt_sync::sync::{PassOptions, PassReport, Status, run_pass};
 use support::common::{self, Daemon};
 use support::{Sampler, Stats, Who, cpu_time, fmt_bytes, fmt_d, new_client};
@@ -366,7 +366,11 @@ fn status_kib(status: &str, field: &str) -> u64 {
 async fn idle_rss(server: &DevServer, who: &Who, n: usize, idle: Duration) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), server, who, n);
-    let d = Daemon::start(&config, &[("RUST_LOG", "passbolt_sync=debug")]).await;
+    let d = Daemon::start(
+        &config,
+        &[("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug")],
+    )
+    .await;
     assert!(
         d.wait_log("first sync complete; ready", 1, Duration::from_secs(300))
             .await,

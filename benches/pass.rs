@@ -14,11 +14,11 @@ mod support;
 use std::path::Path;
 use std::time::Instant;
 
+use passbolt_devserver::seed::{self, ids};
+use passbolt_devserver::{Account, DevServer, Options};
 use passbolt_sync::config::Config;
-use passbolt_sync::devserver::seed::{self, ids};
-use passbolt_sync::devserver::{Account, DevServer, Options};
-use passbolt_sync::held::{Held, SETTLE_SECONDS};
-use passbolt_sync::plan::Plan;
+use passbolt_sync::sync::held::{Held, SETTLE_SECONDS};
+use passbolt_sync::sync::plan::Plan;
 use passbolt_sync::sync::{PassOptions, PassReport, Status, run_pass};
 use support::{Sampler, Who, fmt_bytes, new_client, row, section};
 

@@ -14,9 +14,9 @@ mod support;
 
 use std::time::Instant;
 
-use passbolt_sync::devserver::seed;
-use passbolt_sync::devserver::{Account, DevServer, Options};
-use passbolt_sync::passbolt::{Client, Listing, api};
+use passbolt_client::{Client, Listing, api};
+use passbolt_devserver::seed;
+use passbolt_devserver::{Account, DevServer, Options};
 use support::{Sampler, Stats, Who, fmt_bytes, new_client, row, section, time};
 
 async fn logged_in(server: &DevServer, who: &Who) -> Client {

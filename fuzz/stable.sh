@@ -12,7 +12,7 @@ if [ "${PBS_FUZZ_WRAP:-}" = 1 ]; then
     rustc=$1
     shift
     case " $* " in
-    *" --crate-name passbolt_sync "* | *" --crate-name config "* | *" --crate-name listing "* | \
+    *" --crate-name passbolt_sync "* | *" --crate-name passbolt_client "* | *" --crate-name config "* | *" --crate-name listing "* | \
         *" --crate-name secret "* | *" --crate-name dotenv "*)
         exec "$rustc" "$@" -Cpasses=sancov-module \
             -Cllvm-args=-sanitizer-coverage-level=4 \

@@ -2,33 +2,14 @@
 //!
 //! Data flows one way: config -> sync plan -> passbolt client -> decoded
 //! resources -> rendered bytes -> atomic writes -> hooks.
+//!
+//! One folder per layer, each importing only from those below it:
+//! `cli` (the commands) -> `agent` (what runs for a long time) -> `sync`
+//! (one pass) -> `config` -> `runtime` (generic pieces), and the passbolt
+//! client crate beneath all of them. `tests/it/layers.rs` checks the order.
 
-pub mod account_kit;
-pub mod backoff;
-pub mod commands;
+pub mod agent;
+pub mod cli;
 pub mod config;
-pub mod daemon;
-pub mod demo;
-pub mod devserver;
-pub mod exec;
-pub mod get;
-pub mod held;
-pub mod hooks;
-pub mod init;
-pub mod lock;
-pub mod manpage;
-pub mod metrics;
-pub mod observe;
-pub mod passbolt;
-pub mod pgp;
-pub mod plan;
-pub mod process;
-pub mod render;
-pub mod report;
-pub mod schedule;
-pub mod secret;
-pub mod service;
-pub mod status;
+pub mod runtime;
 pub mod sync;
-pub mod watch;
-pub mod write;

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use passbolt_sync::commands::{self, AppError};
-use passbolt_sync::config::{Config, captured};
-use passbolt_sync::get;
+use passbolt_sync::cli::get;
+use passbolt_sync::cli::{self, AppError};
+use passbolt_sync::config::Config;
+use passbolt_sync::runtime::captured;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -141,7 +142,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         account_kit: PathBuf,
         /// Where to write private.asc, passphrase and sync.yaml
-        #[arg(long, value_name = "DIR", default_value = passbolt_sync::init::DEFAULT_DIR)]
+        #[arg(long, value_name = "DIR", default_value = passbolt_sync::cli::init::DEFAULT_DIR)]
         dir: PathBuf,
         /// The key's passphrase (one line); copied into DIR, then used to log in once and list what the account can read
         #[arg(long, value_name = "FILE")]
@@ -196,12 +197,12 @@ fn init_logging(cli: &Cli) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    // Our crate at the chosen level, dependencies one step quieter unless
-    // RUST_LOG says otherwise.
+    // Our crates (the binary and its passbolt client) at the chosen level,
+    // dependencies one step quieter unless RUST_LOG says otherwise.
     let default = if cli.verbose >= 2 {
         "trace".to_string()
     } else {
-        format!("warn,passbolt_sync={level}")
+        format!("warn,passbolt_sync={level},passbolt_client={level}")
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
@@ -233,7 +234,7 @@ fn fail(e: &dyn std::fmt::Display, code: i32) -> i32 {
 async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Exec { config, command } => {
-            match passbolt_sync::exec::run(config, command).await {
+            match passbolt_sync::agent::exec::run(config, command).await {
                 Ok(code) => code,
                 Err(e) => fail(&e, e.exit_code()),
             }
@@ -245,7 +246,7 @@ async fn run(cli: Cli) -> i32 {
             output,
         } => {
             let result = async {
-                let cfg = commands::load_config(&config)?;
+                let cfg = cli::load_config(&config)?;
                 let mut stdout = std::io::stdout();
                 let to = match output {
                     Some(path) => get::Destination::File(path),
@@ -270,7 +271,7 @@ async fn run(cli: Cli) -> i32 {
                 EnvFormat::Shell => get::EnvFormat::Shell,
             };
             let result = async {
-                let cfg = commands::load_config(&config)?;
+                let cfg = cli::load_config(&config)?;
                 get::env(&cfg, format, &mut std::io::stdout()).await
             };
             match result.await {
@@ -280,34 +281,38 @@ async fn run(cli: Cli) -> i32 {
         }
         Command::Status { config } => status(
             async {
-                let cfg = config.as_deref().map(commands::load_config).transpose()?;
-                Ok(passbolt_sync::status::command(
+                let cfg = config.as_deref().map(cli::load_config).transpose()?;
+                Ok(passbolt_sync::cli::status::command(
                     cfg.as_ref(),
                     &mut std::io::stdout(),
                 )?)
             }
             .await,
         ),
-        Command::Run { config } => status(passbolt_sync::daemon::run(config).await),
+        Command::Run { config } => status(
+            passbolt_sync::agent::run::run(config)
+                .await
+                .map_err(AppError::from),
+        ),
         Command::Once { config, dry_run } => status(
             async {
                 // No instance lock, so that it can run beside the daemon: see `lock`.
-                let cfg = commands::load_config(&config)?;
-                commands::once(&cfg, dry_run, &mut std::io::stdout()).await
+                let cfg = cli::load_config(&config)?;
+                cli::once(&cfg, dry_run, &mut std::io::stdout()).await
             }
             .await,
         ),
         Command::Check { config, online } => status(
             async {
-                let cfg = commands::load_config(&config)?;
-                commands::check(&cfg, &config, online, &mut std::io::stdout()).await
+                let cfg = cli::load_config(&config)?;
+                cli::check(&cfg, &config, online, &mut std::io::stdout()).await
             }
             .await,
         ),
         Command::Resources { config, json } => status(
             async {
-                let cfg = commands::load_config(&config)?;
-                commands::resources(&cfg, json, &mut std::io::stdout()).await
+                let cfg = cli::load_config(&config)?;
+                cli::resources(&cfg, json, &mut std::io::stdout()).await
             }
             .await
             .map(|()| true),
@@ -322,7 +327,7 @@ async fn run(cli: Cli) -> i32 {
             target,
             format,
         } => {
-            let opts = passbolt_sync::init::InitOptions {
+            let opts = passbolt_sync::cli::init::InitOptions {
                 account_kit,
                 dir,
                 passphrase_file,
@@ -335,7 +340,7 @@ async fn run(cli: Cli) -> i32 {
                     InitFormat::Json => passbolt_sync::config::Format::Json,
                 },
             };
-            status(passbolt_sync::init::run(&opts, &mut std::io::stdout()).await)
+            status(passbolt_sync::cli::init::run(&opts, &mut std::io::stdout()).await)
         }
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout();
@@ -344,8 +349,10 @@ async fn run(cli: Cli) -> i32 {
         }
         Command::Man { dir } => {
             let written = match &dir {
-                Some(d) => passbolt_sync::manpage::write_pages(Cli::command(), d).map(|_| ()),
-                None => passbolt_sync::manpage::main_page(Cli::command(), &mut std::io::stdout()),
+                Some(d) => passbolt_sync::cli::manpage::write_pages(Cli::command(), d).map(|_| ()),
+                None => {
+                    passbolt_sync::cli::manpage::main_page(Cli::command(), &mut std::io::stdout())
+                }
             };
             match written {
                 Ok(()) => 0,
@@ -383,7 +390,7 @@ async fn demo(dir: Option<PathBuf>, serve: bool, resources: usize) -> Result<boo
             (t.keep(), true)
         }
     };
-    let ok = passbolt_sync::demo::run(&dir, serve, resources, &mut stdout).await?;
+    let ok = passbolt_sync::cli::demo::run(&dir, serve, resources, &mut stdout).await?;
     if scratch {
         let _ = writeln!(
             stdout,
@@ -395,7 +402,7 @@ async fn demo(dir: Option<PathBuf>, serve: bool, resources: usize) -> Result<boo
 }
 
 /// Takes `auth.passphrase_env` and `auth.totp_secret_env` out of the environment (see
-/// `config::captured`). A config that cannot be loaded is skipped: the
+/// `runtime::captured`). A config that cannot be loaded is skipped: the
 /// command reports it.
 fn capture_passphrase(command: &Command) {
     let (Command::Run { config }
@@ -424,14 +431,14 @@ fn capture_passphrase(command: &Command) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Every command may hold the key, the passphrase or secrets in memory.
-    if let Err(e) = passbolt_sync::process::harden() {
+    if let Err(e) = passbolt_sync::runtime::process::harden() {
         eprintln!("passbolt-sync: {e}");
         return ExitCode::from(1);
     }
     // Only while this process has one thread can its environment change,
     // and its allocator be tuned.
     capture_passphrase(&cli.command);
-    passbolt_sync::process::one_malloc_arena();
+    passbolt_sync::runtime::process::one_malloc_arena();
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

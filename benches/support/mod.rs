@@ -21,9 +21,9 @@ pub mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use passbolt_sync::devserver::DevServer;
-use passbolt_sync::passbolt::{Client, SessionOptions, session};
-use passbolt_sync::pgp::PrivateKey;
+use passbolt_client::pgp::PrivateKey;
+use passbolt_client::{Client, SessionOptions, session};
+use passbolt_devserver::DevServer;
 
 pub use common::{Fixture, fixture};
 

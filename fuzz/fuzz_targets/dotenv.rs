@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passbolt_sync::render::dotenv::{self, Dialect};
-use passbolt_sync::secret::Secret;
+use passbolt_sync::sync::render::dotenv::{self, Dialect};
+use passbolt_client::secret::Secret;
 
 fuzz_target!(|data: &[u8]| {
     let _ = dotenv::parse(data);

@@ -6,10 +6,10 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use passbolt_sync::passbolt::Keyring;
-use passbolt_sync::passbolt::decode::decode_metadata;
-use passbolt_sync::passbolt::model::{Envelope, Resource};
-use passbolt_sync::pgp::{self, PrivateKey};
+use passbolt_client::Keyring;
+use passbolt_client::decode::decode_metadata;
+use passbolt_client::model::{Envelope, Resource};
+use passbolt_client::pgp::{self, PrivateKey};
 
 const SLUGS: &[&str] = &[
     "password-string",

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passbolt_sync::passbolt::decode::parse_secret;
-use passbolt_sync::passbolt::model::CustomFieldEntry;
+use passbolt_client::decode::parse_secret;
+use passbolt_client::model::CustomFieldEntry;
 
 const SLUGS: &[&str] = &[
     "password-string",

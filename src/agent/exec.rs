@@ -1,6 +1,6 @@
 //! `passbolt-sync exec`: runs one program with the exec environment in
 //! its environment, beside the same passes, schedules and reloads as `run`
-//! (`crate::service`), and exits with the program's status.
+//! (`crate::agent::service`), and exits with the program's status.
 //!
 //! The child starts once the first pass has rendered every variable and
 //! brought every file target up to date; nothing starts otherwise. A later
@@ -12,7 +12,7 @@
 //! except SIGHUP, which reloads this process's own config as in `run`.
 //! As PID 1 it also reaps the orphans it inherits.
 //!
-//! The child is a `crate::process` child: no passphrase variable, no
+//! The child is a `crate::runtime::process` child: no passphrase variable, no
 //! inherited descriptor, its own process group; here it also keeps this
 //! process's stdin, stdout and stderr.
 
@@ -27,13 +27,13 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::time::Instant;
 
-use crate::commands::AppError;
+use crate::agent::AgentError;
+use crate::agent::service::{self, EnvUpdate, Schedules, Service};
 use crate::config::{Config, OnChange};
-use crate::hooks::HookCommand;
-use crate::process::{self, Child};
-use crate::render::env::Environment;
-use crate::service::{self, EnvUpdate, Schedules, Service};
-use crate::watch::ConfigWatcher;
+use crate::runtime::process::{self, Child};
+use crate::runtime::watch::ConfigWatcher;
+use crate::sync::hooks::HookCommand;
+use crate::sync::render::env::Environment;
 
 /// The shell a configured command string runs in, by absolute path as
 /// for hooks.
@@ -46,7 +46,7 @@ const SUPERVISOR_VARS: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_P
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error(transparent)]
-    App(#[from] AppError),
+    Agent(#[from] AgentError),
     #[error(
         "no command to run: give it after `--` (passbolt-sync exec -c sync.yaml -- COMMAND ...) or as exec.command in the config"
     )]
@@ -73,7 +73,7 @@ pub enum ExecError {
     Watch {
         path: PathBuf,
         #[source]
-        source: Box<crate::watch::WatchError>,
+        source: Box<crate::runtime::watch::WatchError>,
     },
 }
 
@@ -83,7 +83,7 @@ impl ExecError {
     /// fix, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ExecError::App(e) => e.exit_code(),
+            ExecError::Agent(e) => e.exit_code(),
             ExecError::NoCommand | ExecError::EmptyCommand => 2,
             ExecError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
             ExecError::Spawn { .. } => 126,
@@ -213,9 +213,9 @@ enum State {
 /// the child's exit status (128+N for signal N).
 pub async fn run(path: PathBuf, command: Vec<OsString>) -> Result<i32, ExecError> {
     // One process per config, as `run`: exec writes the same targets.
-    let _instance = crate::lock::InstanceLock::acquire(&path).map_err(AppError::from)?;
+    let _instance = crate::agent::lock::InstanceLock::acquire(&path).map_err(AgentError::from)?;
     let bytes = std::fs::read(&path).map_err(|source| {
-        AppError::from(crate::config::ConfigError::Read {
+        AgentError::from(crate::config::ConfigError::Read {
             path: path.clone(),
             source,
         })

@@ -12,14 +12,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::agent::metrics::{
+    self, ClientWork, HookRun, ListenError, Metrics, PassResult, TargetResult,
+};
+use crate::agent::status::{self, StatusBook};
 use crate::config::Config;
-use crate::metrics::{self, ClientWork, HookRun, ListenError, Metrics, PassResult, TargetResult};
-use crate::passbolt::{Client, ClientError, Counters};
-use crate::plan::Plan;
-use crate::report::{PassReport, Status};
-use crate::schedule;
-use crate::status::{self, StatusBook};
-use crate::write::{self, WriteSpec};
+use crate::runtime::schedule;
+use crate::sync::plan::Plan;
+use crate::sync::report::{PassReport, Status};
+use crate::sync::write::{self, WriteSpec};
+use passbolt_client::{Client, ClientError, Counters};
 
 /// Mode of the metrics textfile: node_exporter runs as another user.
 pub const TEXTFILE_MODE: u32 = 0o644;
@@ -328,7 +330,7 @@ fn login_failure(e: &ClientError) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::Schedule;
+    use crate::runtime::schedule::Schedule;
     use chrono::TimeDelta;
 
     #[test]

@@ -3,7 +3,7 @@
 //! The main loop owns signals, config reloads, systemd notifications and
 //! the watchdog: it pings only while no pass has been stuck for longer
 //! than `service::STUCK_AFTER`, so a hung daemon is restarted. Passes,
-//! schedules and reloads are `crate::service`'s.
+//! schedules and reloads are `crate::agent::service`'s.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,30 +11,31 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::commands::AppError;
-use crate::service::{self, Schedules, Service};
-use crate::watch::ConfigWatcher;
+use crate::agent::AgentError;
+use crate::agent::service::{self, Schedules, Service};
+use crate::runtime::watch::ConfigWatcher;
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(path: PathBuf) -> Result<bool, AppError> {
+pub async fn run(path: PathBuf) -> Result<bool, AgentError> {
     // Before anything else: a second daemon on this config must not log in
     // or write a file. Held until `run` returns.
-    let _instance = crate::lock::InstanceLock::acquire(&path)?;
+    let _instance = crate::agent::lock::InstanceLock::acquire(&path)?;
     let bytes = std::fs::read(&path).map_err(|source| crate::config::ConfigError::Read {
         path: path.clone(),
         source,
     })?;
     let daemon = Service::start(&path, &bytes, false).await?;
-    let sig = |kind: SignalKind| {
-        signal(kind).map_err(|e| AppError::Other(format!("cannot install a signal handler: {e}")))
-    };
+    let sig = |kind: SignalKind| signal(kind).map_err(AgentError::Signal);
     let (mut term, mut int, mut hup) = (
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
         sig(SignalKind::hangup())?,
     );
-    let (watcher, mut changes) = ConfigWatcher::spawn(path.clone(), &bytes)
-        .map_err(|e| AppError::Other(format!("cannot watch {}: {e}", path.display())))?;
+    let (watcher, mut changes) =
+        ConfigWatcher::spawn(path.clone(), &bytes).map_err(|source| AgentError::Watch {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
     tracing::info!(config = %path.display(), "passbolt-sync starting");
 
     let startup_daemon = daemon.clone();

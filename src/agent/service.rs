@@ -17,17 +17,18 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 use tokio::sync::{Notify, RwLock, watch};
 
-use crate::backoff::{Backoff, DEFAULT_INITIAL, DEFAULT_MAX, Health, Transition};
-use crate::commands::{self, AppError};
+use crate::agent::AgentError;
+use crate::agent::observe::{Observer, Reload};
+use crate::agent::setup::{self, parse};
 use crate::config::Config;
-use crate::held::Held;
-use crate::observe::{Observer, Reload};
-use crate::passbolt::{Client, ClientError};
-use crate::plan::Plan;
-use crate::render::env::Environment;
-use crate::report::TargetError;
-use crate::schedule::{self, Schedule};
+use crate::runtime::backoff::{Backoff, DEFAULT_INITIAL, DEFAULT_MAX, Health, Transition};
+use crate::runtime::schedule::{self, Schedule};
+use crate::sync::held::Held;
+use crate::sync::plan::Plan;
+use crate::sync::render::env::Environment;
+use crate::sync::report::TargetError;
 use crate::sync::{self, PassOptions, PassReport};
+use passbolt_client::{Client, ClientError};
 
 /// A pass running longer than this means the service is stuck: the
 /// watchdog stops being fed.
@@ -313,18 +314,6 @@ impl Schedules {
     }
 }
 
-/// Loads a config from its bytes and plans it, for startup and reloads;
-/// without `with_env`, the plan leaves the exec environment out.
-fn parse(path: &Path, bytes: &[u8], with_env: bool) -> Result<(Config, Plan), AppError> {
-    let text = String::from_utf8_lossy(bytes);
-    let config = Config::parse(&text, path)?;
-    let mut plan = commands::plan(&config)?;
-    if !with_env {
-        plan.exec_env = None;
-    }
-    Ok((config, plan))
-}
-
 impl Service {
     /// Loads the config at `path` from `bytes`, plans it and builds its
     /// client; no request is made yet. With `with_env`, passes resolve and
@@ -333,12 +322,10 @@ impl Service {
         path: &Path,
         bytes: &[u8],
         with_env: bool,
-    ) -> Result<Arc<Service>, AppError> {
+    ) -> Result<Arc<Service>, AgentError> {
         let (config, plan) = parse(path, bytes, with_env)?;
-        let observer = Observer::start(&config)
-            .await
-            .map_err(|e| AppError::Other(e.to_string()))?;
-        let client = commands::connect(&config).await?;
+        let observer = Observer::start(&config).await?;
+        let client = setup::connect(&config).await?;
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Service {
             path: path.to_path_buf(),
@@ -420,7 +407,7 @@ pub async fn reload(service: &Arc<Service>, bytes: &[u8], ready: bool) -> Option
     }
     let relogin = old.server != new.server || old.auth != new.auth;
     let client = if relogin {
-        match commands::connect(&new).await {
+        match setup::connect(&new).await {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 tracing::error!("config reload failed; keeping the running config: {e}");

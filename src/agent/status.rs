@@ -7,18 +7,17 @@
 //! it. Reasons are written here from the error's kind and ids, not from its
 //! message, because several messages quote resource names.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::TargetResult;
-use crate::passbolt::ClientError;
-use crate::render::RenderError;
-use crate::report::{Status, TargetError, TargetReport};
-use crate::secret::FieldError;
-use crate::write::{self, WriteError, WriteSpec};
+use crate::agent::metrics::TargetResult;
+use crate::sync::render::RenderError;
+use crate::sync::report::{Status, TargetError, TargetReport};
+use crate::sync::write::{self, WriteError, WriteSpec};
+use passbolt_client::ClientError;
+use passbolt_client::secret::FieldError;
 
 /// Where `status` looks when neither the config nor `$RUNTIME_DIRECTORY`
 /// names a status file: the unit's `RuntimeDirectory=passbolt-sync`.
@@ -312,98 +311,6 @@ pub fn read_file(path: &Path) -> Result<StatusReport, StatusError> {
     })
 }
 
-/// Whether the process that wrote the file still runs. `None` when that
-/// cannot be told (another PID namespace answers "no such process" too,
-/// but a monitoring check runs beside the daemon).
-fn writer_alive(pid: u32) -> Option<bool> {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?);
-    match nix::sys::signal::kill(pid, None) {
-        Ok(()) | Err(nix::errno::Errno::EPERM) => Some(true),
-        Err(nix::errno::Errno::ESRCH) => Some(false),
-        Err(_) => None,
-    }
-}
-
-fn when(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| "never".into())
-}
-
-/// `passbolt-sync status`: the status file as a table. `Ok(true)` when
-/// every target is current (or removed as its `on_missing` says) and the
-/// daemon that wrote it still runs.
-pub fn print(report: &StatusReport, out: &mut dyn Write) -> std::io::Result<bool> {
-    let alive = writer_alive(report.pid);
-    writeln!(
-        out,
-        "status written {} UTC by passbolt-sync PID {}{}",
-        report.written_at.format("%Y-%m-%d %H:%M:%S"),
-        report.pid,
-        match alive {
-            Some(false) => " (no longer running: this status is stale)",
-            _ => "",
-        }
-    )?;
-    if !report.first_sync_done {
-        writeln!(out, "the first complete sync has not finished")?;
-    }
-    let rows: Vec<[String; 5]> = report
-        .targets
-        .iter()
-        .map(|t| {
-            let result = match (t.last_result, &t.reason) {
-                (None, _) => "pending".to_string(),
-                (Some(r), None) => r.as_str().to_string(),
-                (Some(r), Some(why)) => format!("{}: {why}", r.as_str()),
-            };
-            [
-                t.path.display().to_string(),
-                t.format.clone(),
-                when(t.last_success),
-                when(t.next_tick),
-                result,
-            ]
-        })
-        .collect();
-    let header = [
-        "TARGET",
-        "FORMAT",
-        "LAST SUCCESS (UTC)",
-        "NEXT TICK (UTC)",
-        "LAST RESULT",
-    ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 5], out: &mut dyn Write| -> std::io::Result<()> {
-        // The last column is not padded: it holds the reason.
-        writeln!(
-            out,
-            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            cells[4],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-        )
-    };
-    line(header, out)?;
-    for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4]], out)?;
-    }
-    let current = report.first_sync_done
-        && alive != Some(false)
-        && report.targets.iter().all(TargetState::is_current);
-    Ok(current)
-}
-
 /// The status file `passbolt-sync status` reads: the config's, else the
 /// one in `$RUNTIME_DIRECTORY`, else the systemd unit's.
 pub fn file_for(config: Option<&crate::config::Config>) -> Result<PathBuf, StatusError> {
@@ -415,19 +322,6 @@ pub fn file_for(config: Option<&crate::config::Config>) -> Result<PathBuf, Statu
             .resolve()
             .unwrap_or_else(|| PathBuf::from(SYSTEMD_STATUS_FILE))),
     }
-}
-
-/// `passbolt-sync status`: reads the status file and prints it.
-pub fn command(
-    config: Option<&crate::config::Config>,
-    out: &mut dyn Write,
-) -> Result<bool, StatusError> {
-    let path = file_for(config)?;
-    let report = read_file(&path)?;
-    print(&report, out).map_err(|source| StatusError::Read {
-        path: PathBuf::from("standard output"),
-        source,
-    })
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::commands::{self, AppError};
+use crate::cli::{self, AppError};
 use crate::config::Config;
-use crate::devserver::seed::{GENERATED_PER_FOLDER, ids};
-use crate::devserver::{self, Account, DevServer};
-use crate::pgp::{self, CipherSuite};
+use passbolt_client::pgp::{self, CipherSuite};
+use passbolt_devserver::seed::{GENERATED_PER_FOLDER, ids};
+use passbolt_devserver::{self, Account, DevServer};
 
 pub struct DemoAccount {
     pub label: &'static str,
@@ -24,11 +24,11 @@ pub struct DemoAccount {
 /// account under an MFA policy whose TOTP seed is written next to its
 /// key) and starts the
 /// dev server for them, with the sample set and `generated` more resources
-/// (`devserver::seed::generated`). Also returns how long the server took
+/// (`passbolt_devserver::seed::generated`). Also returns how long the server took
 /// to start and seed, the accounts' key generation left out.
 pub async fn start(
     dir: &Path,
-    opts: devserver::Options,
+    opts: passbolt_devserver::Options,
     generated: usize,
 ) -> Result<(DevServer, Vec<DemoAccount>, std::time::Duration), AppError> {
     let mut accounts = Vec::new();
@@ -42,7 +42,7 @@ pub async fn start(
         let id = uuid::Uuid::new_v4().to_string();
         let userid = format!("Demo {label} <demo-{label}@passbolt.invalid>");
         let (key, armored) = tokio::task::spawn_blocking(move || {
-            pgp::generate_key(&userid, suite, Some(commands::DEMO_PASSPHRASE))
+            pgp::generate_key(&userid, suite, Some(cli::DEMO_PASSPHRASE))
         })
         .await
         .expect("key generation task")
@@ -50,10 +50,7 @@ pub async fn start(
         let key_file = dir.join(format!("{label}.key.asc"));
         let pass_file = dir.join(format!("{label}.passphrase"));
         write_private(&key_file, armored.as_bytes())?;
-        write_private(
-            &pass_file,
-            format!("{}\n", commands::DEMO_PASSPHRASE).as_bytes(),
-        )?;
+        write_private(&pass_file, format!("{}\n", cli::DEMO_PASSPHRASE).as_bytes())?;
         accounts.push(Account {
             id: id.clone(),
             username: format!("demo-{label}@passbolt.invalid"),
@@ -62,7 +59,7 @@ pub async fn start(
         });
         let totp_file = (label == "mfa").then(|| dir.join(format!("{label}.totp")));
         if let Some(file) = &totp_file {
-            let seed = devserver::seed::random_totp_seed();
+            let seed = passbolt_devserver::seed::random_totp_seed();
             let uri = format!(
                 "otpauth://totp/passbolt:demo-{label}?secret={}&issuer=passbolt",
                 seed.as_str()
@@ -79,9 +76,9 @@ pub async fn start(
         });
     }
     let readers: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
-    let mut folders = devserver::seed::sample_folders();
-    let mut resources = devserver::seed::sample_resources(&readers);
-    let (more_folders, more_resources) = devserver::seed::generated(generated, &readers);
+    let mut folders = passbolt_devserver::seed::sample_folders();
+    let mut resources = passbolt_devserver::seed::sample_resources(&readers);
+    let (more_folders, more_resources) = passbolt_devserver::seed::generated(generated, &readers);
     folders.extend(more_folders);
     resources.extend(more_resources);
     let seeding = std::time::Instant::now();
@@ -228,10 +225,11 @@ pub async fn run(
     let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
     // What works from where the user stands: after `cargo run` the binary
     // is not on PATH.
-    let exe = crate::init::exe();
+    let exe = crate::cli::init::exe();
     std::fs::create_dir_all(dir).map_err(|e| AppError::Other(format!("{}: {e}", dir.display())))?;
     let started = std::time::Instant::now();
-    let (server, accounts, seeding) = start(dir, devserver::Options::default(), generated).await?;
+    let (server, accounts, seeding) =
+        start(dir, passbolt_devserver::Options::default(), generated).await?;
     writeln!(
         out,
         "dev server listening on {} (server key {}), started in {} ms",
@@ -277,10 +275,10 @@ pub async fn run(
         .map_err(w)?;
         let t = std::time::Instant::now();
         if generated == 0 {
-            commands::resources(&config, false, out).await?;
+            cli::resources(&config, false, out).await?;
         } else {
             let mut listing = Vec::new();
-            commands::resources(&config, false, &mut listing).await?;
+            cli::resources(&config, false, &mut listing).await?;
             write_without_generated(&listing, generated, out).map_err(w)?;
         }
         writeln!(out, "({} ms, including login)", t.elapsed().as_millis()).map_err(w)?;
@@ -288,7 +286,7 @@ pub async fn run(
     let (_, path, out_dir) = &configs[0];
     let config = Config::load(path)?;
     writeln!(out, "\n$ {exe} check --online -c {}", path.display()).map_err(w)?;
-    ok &= commands::check(&config, path, true, out).await?;
+    ok &= cli::check(&config, path, true, out).await?;
     // The hook's own log line follows; show what it runs first.
     for t in &config.targets {
         if let Some(hook) = &t.on_change {
@@ -302,7 +300,7 @@ pub async fn run(
     }
     writeln!(out, "\n$ {exe} once -c {}", path.display()).map_err(w)?;
     let t = std::time::Instant::now();
-    ok &= commands::once(&config, false, out).await?;
+    ok &= cli::once(&config, false, out).await?;
     writeln!(out, "({} ms)", t.elapsed().as_millis()).map_err(w)?;
     writeln!(
         out,
@@ -339,7 +337,7 @@ pub async fn run(
         path.display()
     )
     .map_err(w)?;
-    ok &= commands::once(&config, false, out).await?;
+    ok &= cli::once(&config, false, out).await?;
     let kit = account_kit_flow(&server, &accounts[0], dir, &exe, out).await?;
     ok &= kit.ok;
     ok &= mfa_flow(&server, &configs, &exe, out).await?;
@@ -393,7 +391,7 @@ async fn mfa_flow(
     .map_err(w)?;
     let config = Config::load(path)?;
     let mut report = Vec::new();
-    let ok = commands::once(&config, false, &mut report).await?;
+    let ok = cli::once(&config, false, &mut report).await?;
     let (accepted, rejected) = server.totp_attempts(&account.id);
     let targets = config.targets.len();
     writeln!(
@@ -425,10 +423,7 @@ async fn account_kit_flow(
         .map_err(|e| AppError::Other(format!("{}: {e}", account.key_file.display())))?;
     let unlock = armored.clone();
     let key = tokio::task::spawn_blocking(move || {
-        pgp::PrivateKey::load(
-            unlock.as_bytes(),
-            Some(commands::DEMO_PASSPHRASE.as_bytes()),
-        )
+        pgp::PrivateKey::load(unlock.as_bytes(), Some(cli::DEMO_PASSPHRASE.as_bytes()))
     })
     .await
     .expect("key loading task")
@@ -455,7 +450,7 @@ async fn account_kit_flow(
         target.display(),
     )
     .map_err(w)?;
-    let opts = crate::init::InitOptions {
+    let opts = crate::cli::init::InitOptions {
         account_kit: kit_file.clone(),
         dir: init_dir,
         passphrase_file: Some(account.pass_file.clone()),
@@ -465,10 +460,10 @@ async fn account_kit_flow(
         target: Some(target),
         format: crate::config::Format::Dotenv,
     };
-    let mut ok = crate::init::run(&opts, out).await?;
+    let mut ok = crate::cli::init::run(&opts, out).await?;
     let config_path = opts.dir.join("sync.yaml");
     writeln!(out, "\n$ {exe} once -c {}", config_path.display()).map_err(w)?;
-    ok &= commands::once(&Config::load(&config_path)?, false, out).await?;
+    ok &= cli::once(&Config::load(&config_path)?, false, out).await?;
     Ok(KitFlow { kit_file, ok })
 }
 

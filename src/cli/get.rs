@@ -10,14 +10,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::commands::{self, AppError};
+use crate::cli::{self, AppError};
+use crate::config::EXEC_ENV_KEY;
 use crate::config::{Config, Field, Selector, VarSpec};
-use crate::plan::{EXEC_ENV_KEY, Vars};
-use crate::render::{self, RenderError};
-use crate::report::TargetError;
-use crate::secret::{FieldError, Secret};
 use crate::sync;
-use crate::write::{self, WriteError, WriteSpec};
+use crate::sync::plan::Vars;
+use crate::sync::render::{self, RenderError};
+use crate::sync::report::TargetError;
+use crate::sync::write::{self, WriteError, WriteSpec};
+use passbolt_client::secret::{FieldError, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
@@ -132,7 +133,7 @@ pub enum EnvFormat {
 /// `passbolt-sync env`: the `exec.env` mapping resolved, as the child of
 /// `exec` would get it.
 pub async fn env(config: &Config, format: EnvFormat, out: &mut dyn Write) -> Result<(), GetError> {
-    let plan = commands::plan(config)?;
+    let plan = cli::plan(config)?;
     let env = plan.exec_env.ok_or(GetError::NoExecSection)?;
     let values = fetch(config, Path::new(EXEC_ENV_KEY), &env.vars).await?;
     let environment = render::env::render(values).map_err(GetError::Render)?;
@@ -156,7 +157,7 @@ async fn fetch(
     key: &Path,
     vars: &Vars,
 ) -> Result<Vec<(String, Secret)>, GetError> {
-    let client = commands::connect(config).await?;
+    let client = cli::connect(config).await?;
     let result = sync::fetch_vars(&client, key, vars).await;
     // No live refresh token is left behind.
     let _ = client.logout().await;

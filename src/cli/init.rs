@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::account_kit::{AccountKit, KitError, VerifiedKit};
-use crate::commands::{self, AppError};
+use crate::cli::{self, AppError};
 use crate::config::{self, Config, Format};
-use crate::passbolt::mfa::TotpSeed;
-use crate::passbolt::model::{Envelope, VerifyBody};
-use crate::passbolt::{Client, SessionOptions};
-use crate::pgp::{PgpError, PrivateKey, PublicKey};
-use crate::secret::Resource;
-use crate::write::{self, WriteError, WriteSpec};
+use crate::sync::write::{self, WriteError, WriteSpec};
+use passbolt_client::account_kit::{AccountKit, KitError, VerifiedKit};
+use passbolt_client::mfa::TotpSeed;
+use passbolt_client::model::{Envelope, VerifyBody};
+use passbolt_client::pgp::{PgpError, PrivateKey, PublicKey};
+use passbolt_client::secret::Resource;
+use passbolt_client::{Client, SessionOptions};
 
 pub const DEFAULT_DIR: &str = "/etc/passbolt-sync";
 
@@ -66,7 +66,7 @@ pub enum InitError {
     #[error("the TOTP seed file {path}: {source}")]
     Totp {
         path: PathBuf,
-        source: crate::passbolt::mfa::TotpSeedError,
+        source: passbolt_client::mfa::TotpSeedError,
     },
     #[error("the account kit's private key: {0}")]
     Unlock(PgpError),
@@ -309,7 +309,7 @@ async fn try_config(
     let exe = exe();
     let config = Config::load(path)?;
     writeln!(out, "\n$ {exe} check --online -c {}", path.display()).map_err(w)?;
-    let ok = commands::check(&config, path, true, out).await?;
+    let ok = cli::check(&config, path, true, out).await?;
     writeln!(out, "readable by this account:").map_err(w)?;
     // An account may read thousands: a sample here, `resources` for all.
     const SHOWN: usize = 10;
@@ -446,7 +446,7 @@ async fn list_readable(
             fingerprint: Some(verified.server_key.fingerprint()),
             ca_pem: None,
             timeout: Duration::from_secs(30),
-            max_response_bytes: crate::passbolt::session::DEFAULT_MAX_RESPONSE_BYTES,
+            max_response_bytes: passbolt_client::session::DEFAULT_MAX_RESPONSE_BYTES,
             // An account kit names no client certificate.
             client_identity: None,
         },

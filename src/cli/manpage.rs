@@ -11,7 +11,7 @@ use clap_mangen::roff::{Roff, bold, italic, roman};
 
 /// The annotated config reference, as shipped: the man page's
 /// CONFIGURATION section is this file, verbatim.
-const EXAMPLE_CONFIG: &str = include_str!("../sync.example.yaml");
+const EXAMPLE_CONFIG: &str = include_str!("../../sync.example.yaml");
 
 /// Writes `passbolt-sync.1` and one `passbolt-sync-<command>.1` per
 /// visible command into `dir`, returning the paths written.

@@ -1,18 +1,24 @@
 //! The commands of the binary, as library functions: each prints its
-//! report and returns whether everything was current. `main.rs` maps the
-//! errors to exit codes.
+//! report and returns whether everything was current, and the one place
+//! where errors become messages and exit statuses (`AppError`).
+
+pub mod demo;
+pub mod get;
+pub mod init;
+pub mod manpage;
+pub mod status;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::agent::{AgentError, SetupError, setup};
 use crate::config::{self, Config, ConfigError};
-use crate::held::Held;
-use crate::passbolt::{Client, ClientError, SessionOptions};
-use crate::pgp::{PgpError, PrivateKey};
-use crate::plan::Plan;
+use crate::sync::held::Held;
+use crate::sync::plan::Plan;
 use crate::sync::{self, PassOptions, Status, TargetError};
+use passbolt_client::pgp::PgpError;
+use passbolt_client::{Client, ClientError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -30,15 +36,39 @@ pub enum AppError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
-    Lock(#[from] crate::lock::LockError),
+    Lock(#[from] crate::agent::lock::LockError),
     #[error(transparent)]
-    Init(#[from] crate::init::InitError),
+    Init(#[from] crate::cli::init::InitError),
     #[error(transparent)]
-    Status(#[from] crate::status::StatusError),
+    Status(#[from] crate::agent::status::StatusError),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Local(Vec<LocalProblem>),
+    #[error(transparent)]
+    Agent(AgentError),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<SetupError> for AppError {
+    fn from(e: SetupError) -> AppError {
+        match e {
+            SetupError::Config(e) => AppError::Config(e),
+            SetupError::Targets(e) => AppError::Targets(e),
+            SetupError::Key { path, source } => AppError::Key { path, source },
+            SetupError::CaFile { path, source } => AppError::CaFile { path, source },
+            SetupError::Client(e) => AppError::Client(e),
+        }
+    }
+}
+
+impl From<AgentError> for AppError {
+    fn from(e: AgentError) -> AppError {
+        match e {
+            AgentError::Setup(e) => e.into(),
+            AgentError::Lock(e) => AppError::Lock(e),
+            other => AppError::Agent(other),
+        }
+    }
 }
 
 impl AppError {
@@ -48,6 +78,7 @@ impl AppError {
         match self {
             AppError::Config(_) | AppError::Targets(_) | AppError::Local(_) => 2,
             AppError::Status(e) => e.exit_code(),
+            AppError::Agent(e) => e.exit_code(),
             // A wrong TOTP seed or an MFA the daemon cannot answer: the
             // operator must fix the config; retrying would only add failed
             // attempts on the server.
@@ -59,47 +90,12 @@ impl AppError {
 
 /// Loads and unlocks the account's key and builds a client for the config.
 pub async fn connect(config: &Config) -> Result<Client, AppError> {
-    let key_path = config::expand(&config.auth.private_key_file)?;
-    let key_data = config.auth.read_private_key()?;
-    let passphrase = config.auth.read_passphrase()?;
-    // Unlocking runs the passphrase KDF: up to several hundred ms of CPU.
-    let key = tokio::task::spawn_blocking(move || {
-        PrivateKey::load(&key_data, passphrase.as_ref().map(|p| p.as_slice()))
-    })
-    .await
-    .expect("key loading task")
-    .map_err(|source| AppError::Key {
-        path: key_path,
-        source,
-    })?;
-    let ca_pem = match &config.server.ca_file {
-        Some(path) => {
-            let path = config::expand(path)?;
-            Some(std::fs::read(&path).map_err(|source| AppError::CaFile { path, source })?)
-        }
-        None => None,
-    };
-    let mut opts = session_options(config, ca_pem);
-    opts.client_identity = config.server.read_client_identity()?;
-    let totp = config.auth.read_totp_secret()?;
-    Ok(Client::new(opts, Arc::new(key))?.with_totp(totp))
-}
-
-pub fn session_options(config: &Config, ca_pem: Option<Vec<u8>>) -> SessionOptions {
-    SessionOptions {
-        base_url: config.server.url.clone(),
-        user_id: config.auth.user_id.clone(),
-        fingerprint: config.server.fingerprint.clone(),
-        ca_pem,
-        client_identity: None,
-        timeout: config.server.timeout,
-        max_response_bytes: config.server.max_response_bytes,
-    }
+    Ok(setup::connect(config).await?)
 }
 
 /// Plans a config: every target's problems at once, as a config error.
 pub fn plan(config: &Config) -> Result<Plan, AppError> {
-    Plan::build(config).map_err(AppError::Targets)
+    Ok(setup::plan(config)?)
 }
 
 /// `passbolt-sync resources`: what the account can read. Never a secret.
@@ -127,17 +123,18 @@ pub async fn resources(config: &Config, json: bool, out: &mut dyn Write) -> Resu
         )
         .map_err(w)?;
     } else {
-        let width = |f: &dyn Fn(&crate::secret::Resource) -> String, title: &str| {
+        let width = |f: &dyn Fn(&passbolt_client::secret::Resource) -> String, title: &str| {
             rows.iter()
                 .map(|r| f(r).chars().count())
                 .max()
                 .unwrap_or(0)
                 .max(title.len())
         };
-        let user = |r: &crate::secret::Resource| r.username.clone().unwrap_or_default();
-        let folder = |r: &crate::secret::Resource| r.folder.clone().unwrap_or_else(|| "/".into());
-        let name = |r: &crate::secret::Resource| r.name.clone();
-        let slug = |r: &crate::secret::Resource| r.type_slug.clone();
+        let user = |r: &passbolt_client::secret::Resource| r.username.clone().unwrap_or_default();
+        let folder =
+            |r: &passbolt_client::secret::Resource| r.folder.clone().unwrap_or_else(|| "/".into());
+        let name = |r: &passbolt_client::secret::Resource| r.name.clone();
+        let slug = |r: &passbolt_client::secret::Resource| r.type_slug.clone();
         let (wn, wu, wt) = (
             width(&name, "NAME"),
             width(&user, "USERNAME"),
@@ -189,7 +186,7 @@ pub fn local_problems(config: &Config) -> Vec<LocalProblem> {
     let mut problems = Vec::new();
     match config.auth.read_private_key() {
         Ok(data) => {
-            if let Err(source) = crate::pgp::secret_key_fingerprint(&data) {
+            if let Err(source) = passbolt_client::pgp::secret_key_fingerprint(&data) {
                 problems.push(LocalProblem::Key {
                     path: config::expand(&config.auth.private_key_file)
                         .unwrap_or_else(|_| config.auth.private_key_file.clone()),
@@ -268,6 +265,13 @@ pub async fn check(
     if !online {
         return Ok(true);
     }
+    check_online(config, &plan, out).await
+}
+
+/// `check --online`: logs in, reports the server's key, MFA and v5
+/// metadata keys, and resolves every mapping without reading a secret.
+async fn check_online(config: &Config, plan: &Plan, out: &mut dyn Write) -> Result<bool, AppError> {
+    let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
     let client = connect(config).await?;
     client.login().await?;
     let server_key = client
@@ -332,7 +336,7 @@ pub async fn check(
     }
     // Resolving needs names, types and custom field labels, all in the
     // metadata: a check reads no secret (each one read is an audit row).
-    let listing = sync::list_for(&client, &plan).await?;
+    let listing = sync::list_for(&client, plan).await?;
     writeln!(
         out,
         "the account can read {} resource(s)",
@@ -340,7 +344,7 @@ pub async fn check(
     )
     .map_err(w)?;
     let mut ok = true;
-    for (target, result) in sync::resolve_only(&plan, &listing) {
+    for (target, result) in sync::resolve_only(plan, &listing) {
         match result {
             Err(e) => {
                 ok = false;

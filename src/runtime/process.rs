@@ -3,7 +3,7 @@
 //!
 //! Every child (the `on_change` hooks, `exec`'s program) is made by
 //! [`command`] and run as a [`Child`]: it gets this process's environment
-//! minus every passphrase variable ([`crate::config::captured`]), stdin
+//! minus every passphrase variable ([`crate::runtime::captured`]), stdin
 //! from `/dev/null` unless the caller hands its own on, no file descriptor
 //! beyond 0-2, and its own process group, which is stopped or killed as a
 //! whole on timeout or when the caller gives up on it. Nothing here knows
@@ -75,7 +75,7 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     let mut command = Command::new(program);
     // The variables were taken out of this process's environment at
     // start-up where possible; this also covers those that could not be.
-    for name in crate::config::captured::names() {
+    for name in crate::runtime::captured::names() {
         command.env_remove(name);
     }
     let fd_limit = fallback_fd_limit();

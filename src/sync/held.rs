@@ -17,8 +17,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::passbolt::FetchedSecret;
-use crate::secret::{Resource, SecretFields};
+use passbolt_client::FetchedSecret;
+use passbolt_client::secret::{Resource, SecretFields};
 
 /// How much older than the server's clock a `modified` stamp must be for
 /// no further edit to be able to share it.

@@ -1,30 +1,26 @@
 //! Reload commands run after a target's content changed.
 //!
-//! A hook is a child process as `crate::process` makes them (own process
+//! A hook is a child process as `crate::runtime::process` makes them (own process
 //! group, stdin from `/dev/null`, none of the daemon's secrets), told which
 //! file changed, with its output captured. When it outlives its timeout the
 //! whole group is killed, so a shell script's children go with it. Hook
 //! output can contain secrets, so it is logged at DEBUG only and never put
 //! into an error.
 
-use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use zeroize::Zeroizing;
 
-use crate::process::{self, WaitError};
+pub use crate::config::values::HookCommand;
+use crate::config::values::SHELL;
+use crate::runtime::process::{self, WaitError};
 
 /// The environment variable that tells a hook which file changed.
 pub const TARGET_ENV: &str = "PASSBOLT_SYNC_TARGET";
-
-/// By absolute path, so that the daemon's PATH has no say in what runs as
-/// root.
-const SHELL: &str = "/bin/sh";
 
 /// Output kept per stream for the debug log; the rest is read and dropped
 /// so that a chatty hook never blocks on a full pipe.
@@ -33,35 +29,6 @@ const OUTPUT_LIMIT: usize = 64 * 1024;
 /// How long output is still collected after the hook exited, for children
 /// it left behind that hold the pipes open.
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
-
-/// A command as written in the configuration: a list is run as is (the
-/// program looked up in PATH unless it is a path), a string through
-/// `/bin/sh -c`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum HookCommand {
-    Argv(Vec<String>),
-    Shell(String),
-}
-
-impl HookCommand {
-    /// The program that is started.
-    pub fn program(&self) -> &str {
-        match self {
-            HookCommand::Argv(argv) => argv.first().map_or("", String::as_str),
-            HookCommand::Shell(_) => SHELL,
-        }
-    }
-}
-
-impl fmt::Display for HookCommand {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HookCommand::Argv(argv) => write!(f, "{argv:?}"),
-            HookCommand::Shell(script) => write!(f, "{SHELL} -c {script:?}"),
-        }
-    }
-}
 
 /// A hook that ran and exited successfully.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +74,7 @@ fn describe(status: &ExitStatus) -> String {
 }
 
 /// Runs `cmd` for the changed file `target`, as a child set up by
-/// [`crate::process`] (the daemon's environment minus its passphrase
+/// [`crate::runtime::process`] (the daemon's environment minus its passphrase
 /// variables, stdin from `/dev/null`, no inherited descriptor beyond 0-2,
 /// its own process group) with `PASSBOLT_SYNC_TARGET` added. A non-zero
 /// exit is [`HookError::Failed`]; a hook still running after `timeout` is

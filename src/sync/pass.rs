@@ -15,16 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::{Field, OnMissing, Selector, VarSpec};
-use crate::held::{Held, Stored};
-use crate::hooks::{self, HookError};
-use crate::passbolt::{Client, ClientError, DecodeError, Listing};
-use crate::plan::{Output, Plan, PlannedEnv, PlannedTarget, Vars};
-use crate::render::env::Environment;
-use crate::render::{self, Lookup, Template};
-use crate::secret::{FieldError, Resource, Secret, SecretFields};
-use crate::write::{self, WriteOutcome};
+use crate::sync::held::{Held, Stored};
+use crate::sync::hooks::{self, HookError};
+use crate::sync::plan::{Output, Plan, PlannedEnv, PlannedTarget, Vars};
+use crate::sync::render::env::Environment;
+use crate::sync::render::{self, Lookup, Template};
+use crate::sync::write::{self, WriteOutcome};
+use passbolt_client::secret::{FieldError, Resource, Secret, SecretFields};
+use passbolt_client::{Client, ClientError, DecodeError, Listing};
 
-pub use crate::report::{PassReport, Status, TargetError, TargetReport};
+use crate::sync::report::{PassReport, Status, TargetError, TargetReport};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
@@ -175,7 +175,7 @@ fn requirements(listing: &Listing, t: &PlannedTarget) -> Result<Vec<Need>, Targe
 /// Whether `r` can have `field` at all: its type has it, and a custom
 /// label is one its metadata declares.
 fn check_field(target: &Path, r: &Resource, field: &Field) -> Result<(), TargetError> {
-    if !crate::secret::type_has_field(&r.type_slug, field) {
+    if !passbolt_client::secret::type_has_field(&r.type_slug, field) {
         return Err(TargetError::Field {
             target: target.to_path_buf(),
             source: FieldError::NotInType {

@@ -14,16 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{Config, Field, Format, OnMissing, Source, Target, VarSpec};
-use crate::hooks::HookCommand;
-use crate::render::Template;
-use crate::render::dotenv::Dialect;
-use crate::report::TargetError;
-use crate::schedule::Schedule;
-use crate::write::{self, WriteSpec};
-
-/// The default of `full_sync_every`.
-pub const DEFAULT_FULL_SYNC_EVERY: Duration = Duration::from_secs(3600);
+use crate::config::{
+    Config, Dialect, EXEC_ENV_KEY, Field, Format, HookCommand, OnMissing, Source, Target, VarSpec,
+};
+use crate::runtime::schedule::Schedule;
+use crate::sync::render::Template;
+use crate::sync::report::TargetError;
+use crate::sync::write::{self, WriteSpec};
 
 #[derive(Debug)]
 pub struct Plan {
@@ -34,10 +31,6 @@ pub struct Plan {
     /// The variables of the `exec:` section, when the config has one.
     pub exec_env: Option<PlannedEnv>,
 }
-
-/// The name under which the exec environment is scheduled, held and
-/// reported, as a target's path would be. It is never a file.
-pub const EXEC_ENV_KEY: &str = "exec.env";
 
 /// The exec environment: resolved and rendered by every pass it is due
 /// in, exactly as a dotenv target's variables, but never written.

@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::hooks::HookError;
-use crate::passbolt::{ClientError, Counters, DecodeError};
-use crate::render::RenderError;
-use crate::secret::FieldError;
-use crate::write::WriteError;
+use crate::sync::hooks::HookError;
+use crate::sync::render::RenderError;
+use crate::sync::write::WriteError;
+use passbolt_client::secret::FieldError;
+use passbolt_client::{ClientError, Counters, DecodeError};
 
 /// Why one target could not be brought up to date. Names the target and
 /// the resource; never a value.
@@ -143,7 +143,7 @@ pub struct PassReport {
     pub full_sync: bool,
     /// The exec environment, when the pass was over it: rendered, or why
     /// not. Never written anywhere.
-    pub env: Option<Result<crate::render::env::Environment, TargetError>>,
+    pub env: Option<Result<crate::sync::render::env::Environment, TargetError>>,
 }
 
 impl PassReport {

@@ -271,19 +271,6 @@ fn numeric_id(s: &str) -> Option<u32> {
     }
 }
 
-/// Parses an octal mode such as `"0640"` or `"640"`.
-pub fn parse_mode(s: &str) -> Result<u32, String> {
-    if s.is_empty() || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(format!(
-            "invalid mode {s:?}: expected octal digits such as 0640"
-        ));
-    }
-    match u32::from_str_radix(s, 8) {
-        Ok(mode) if mode <= 0o7777 => Ok(mode),
-        _ => Err(format!("invalid mode {s:?}: larger than 07777")),
-    }
-}
-
 struct Target<'a> {
     path: &'a Path,
     dir_path: &'a Path,
@@ -640,27 +627,6 @@ fn create_dirs(dir: &Path) -> Result<(), WriteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes() {
-        assert_eq!(parse_mode("0640"), Ok(0o640));
-        assert_eq!(parse_mode("640"), Ok(0o640));
-        assert_eq!(parse_mode("0"), Ok(0));
-        assert_eq!(parse_mode("4755"), Ok(0o4755));
-        assert_eq!(parse_mode("07777"), Ok(0o7777));
-        for bad in [
-            "",
-            "0o640",
-            "648",
-            "-640",
-            "10000",
-            "0x1",
-            " 640",
-            "rw-r-----",
-        ] {
-            assert!(parse_mode(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn leftover_names() {

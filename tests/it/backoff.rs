@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use passbolt_sync::backoff::{Backoff, DEFAULT_MAX, Health, Jitter, Transition};
+use passbolt_sync::runtime::backoff::{Backoff, DEFAULT_MAX, Health, Jitter, Transition};
 
 const SECOND: Duration = Duration::from_secs(1);
 const CAP: Duration = Duration::from_secs(300);

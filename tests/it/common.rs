@@ -5,85 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use passbolt_sync::devserver::{self, Account, DevServer};
-use passbolt_sync::pgp::{PrivateKey, PublicKey};
+use passbolt_devserver::DevServer;
+pub use passbolt_devserver::fixtures::*;
 use serde_json::Value;
-
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/captures")
-}
-
-pub fn capture(name: &str) -> Value {
-    let path = fixtures().join(name);
-    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
-        .unwrap()
-}
-
-pub struct Fixture {
-    pub name: &'static str,
-    pub id: String,
-    pub passphrase: String,
-    pub private_path: PathBuf,
-    pub public: PublicKey,
-}
-
-impl Fixture {
-    pub fn private_key(&self) -> PrivateKey {
-        PrivateKey::load(
-            &std::fs::read(&self.private_path).unwrap(),
-            Some(self.passphrase.as_bytes()),
-        )
-        .unwrap()
-    }
-
-    pub fn account(&self) -> Account {
-        Account {
-            id: self.id.clone(),
-            username: format!("{}@passbolt.local", self.name),
-            key: self.public.clone(),
-            mfa: Vec::new(),
-        }
-    }
-}
-
-/// `admin` (RSA-4096), `bob` (RSA-3072) or `alice` (Curve25519).
-pub fn fixture(name: &'static str) -> Fixture {
-    let accounts = capture("accounts.json");
-    let a = &accounts[name];
-    let dir = fixtures();
-    Fixture {
-        name,
-        id: a["id"].as_str().unwrap().to_string(),
-        passphrase: a["passphrase"].as_str().unwrap().to_string(),
-        private_path: dir.join(a["private_key"].as_str().unwrap()),
-        public: PublicKey::from_armor(
-            &std::fs::read(dir.join(a["public_key"].as_str().unwrap())).unwrap(),
-        )
-        .unwrap(),
-    }
-}
-
-pub fn server_public_key() -> PublicKey {
-    PublicKey::from_armor(&std::fs::read(fixtures().join("keys/server_public.asc")).unwrap())
-        .unwrap()
-}
-
-/// A dev server with admin, bob and alice, seeded with the sample set.
-pub async fn devserver(opts: devserver::Options) -> DevServer {
-    let accounts: Vec<Account> = ["admin", "bob", "alice"]
-        .into_iter()
-        .map(|n| fixture(n).account())
-        .collect();
-    let ids: Vec<String> = accounts.iter().map(|a| a.id.clone()).collect();
-    DevServer::start(
-        opts,
-        accounts,
-        devserver::seed::sample_folders(),
-        devserver::seed::sample_resources(&ids),
-    )
-    .await
-    .unwrap()
-}
 
 /// Writes a config for `who` against `server` into `dir`, with `targets`
 /// appended verbatim (YAML, indented as a top-level key).
@@ -101,36 +25,6 @@ pub fn write_config(dir: &Path, server: &DevServer, who: &Fixture, extra: &str) 
     let path = dir.join("sync.yaml");
     std::fs::write(&path, config).unwrap();
     path
-}
-
-/// The fixture's unlocked key, unlocked once per test binary: the fixture
-/// keys use GnuPG's strongest passphrase hashing (about 0.4 s per unlock).
-pub fn shared_key(who: &Fixture) -> Arc<PrivateKey> {
-    static KEYS: std::sync::Mutex<Vec<(&'static str, Arc<PrivateKey>)>> =
-        std::sync::Mutex::new(Vec::new());
-    let mut keys = KEYS.lock().unwrap();
-    if let Some((_, k)) = keys.iter().find(|(n, _)| *n == who.name) {
-        return k.clone();
-    }
-    let k = Arc::new(who.private_key());
-    keys.push((who.name, k.clone()));
-    k
-}
-
-pub fn client(server: &DevServer, who: &Fixture) -> passbolt_sync::passbolt::Client {
-    passbolt_sync::passbolt::Client::new(
-        passbolt_sync::passbolt::SessionOptions {
-            base_url: server.url(),
-            user_id: who.id.clone(),
-            fingerprint: Some(server.server_fingerprint()),
-            ca_pem: None,
-            client_identity: None,
-            timeout: std::time::Duration::from_secs(10),
-            max_response_bytes: passbolt_sync::passbolt::session::DEFAULT_MAX_RESPONSE_BYTES,
-        },
-        shared_key(who),
-    )
-    .unwrap()
 }
 
 /// Runs the binary with `args`, waiting without blocking the runtime (the
@@ -180,6 +74,35 @@ pub fn secret_values(server: &DevServer) -> Vec<String> {
         }
     }
     out
+}
+
+/// Every secret a run against `server` as `who` could leak: the seeded
+/// secret values, the account's passphrase, the tokens the server issued
+/// and the body lines of the armored private key.
+pub fn known_secrets(server: &DevServer, who: &Fixture) -> Vec<String> {
+    let mut secrets = secret_values(server);
+    secrets.push(who.passphrase.clone());
+    secrets.extend(server.issued_tokens());
+    let armored = std::fs::read_to_string(&who.private_path).unwrap();
+    secrets.extend(
+        armored
+            .lines()
+            .filter(|l| l.len() > 40 && !l.starts_with("-----"))
+            .map(String::from),
+    );
+    secrets
+}
+
+/// Changes the PIN of the v5 pin-code resource, as a user editing it would.
+pub fn set_pin(server: &DevServer, pin: &str) {
+    server
+        .set_secret(
+            passbolt_devserver::seed::ids::V5_PIN,
+            &format!(
+                r#"{{"object_type":"PASSBOLT_SECRET_DATA","pin_code":"{pin}","description":null}}"#
+            ),
+        )
+        .unwrap();
 }
 
 /// A `passbolt-sync run` child process whose stderr is collected.

@@ -3,7 +3,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use passbolt_sync::watch::{ConfigWatcher, WatchError};
+use passbolt_sync::runtime::watch::{ConfigWatcher, WatchError};
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::mpsc::error::TryRecvError;
 

@@ -7,9 +7,9 @@ use crate::common::replace;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, devserver, fixture, wait_until, write_config};
+use common::{Daemon, devserver, fixture, set_pin, wait_until, write_config};
 use nix::sys::signal::Signal;
-use passbolt_sync::devserver::{Event, Faults, Options, seed::ids};
+use passbolt_devserver::{Event, Faults, Options, seed::ids};
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
@@ -21,18 +21,6 @@ fn pin_target(out: &Path, schedule: &str) -> String {
         out.display(),
         ids::V5_PIN
     )
-}
-
-/// Changes the PIN of the v5 pin-code resource, as a user editing it would.
-pub fn set_pin(server: &passbolt_sync::devserver::DevServer, pin: &str) {
-    server
-        .set_secret(
-            ids::V5_PIN,
-            &format!(
-                r#"{{"object_type":"PASSBOLT_SECRET_DATA","pin_code":"{pin}","description":null}}"#
-            ),
-        )
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -54,7 +42,11 @@ async fn cycles_refresh_rotated_tokens_with_one_login_and_sigterm_revokes_the_ow
     let other = common::client(&server, &who);
     other.login().await.unwrap();
 
-    let d = Daemon::start(&config, &[("RUST_LOG", "passbolt_sync=debug")]).await;
+    let d = Daemon::start(
+        &config,
+        &[("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug")],
+    )
+    .await;
     assert!(
         wait_until(Duration::from_secs(20), || server.count_refreshes() >= 3).await,
         "{}",
@@ -369,7 +361,9 @@ async fn logs_are_plain_under_journald_and_json_on_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduled_ticks_wait_for_the_hosts_splay_offset_and_a_reload_applies_a_new_splay() {
-    use passbolt_sync::schedule::{HostIdSource, MACHINE_ID_PATH, identify_host, splay_offset};
+    use passbolt_sync::runtime::schedule::{
+        HostIdSource, MACHINE_ID_PATH, identify_host, splay_offset,
+    };
 
     let server = devserver(Options::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -392,7 +386,11 @@ async fn scheduled_ticks_wait_for_the_hosts_splay_offset_and_a_reload_applies_a_
     };
     let (offset, expected) = line(Duration::from_secs(3));
 
-    let d = Daemon::start(&config, &[("RUST_LOG", "passbolt_sync=debug")]).await;
+    let d = Daemon::start(
+        &config,
+        &[("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug")],
+    )
+    .await;
     assert!(
         d.wait_log("first sync complete; ready", 1, Duration::from_secs(15))
             .await,

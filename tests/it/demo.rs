@@ -1,7 +1,7 @@
 //! `passbolt-sync demo`: what it prints teaches, and what it prints
 //! still exists afterwards.
 
-use passbolt_sync::demo::next_steps;
+use passbolt_sync::cli::demo::next_steps;
 
 use crate::common::{cli, text};
 

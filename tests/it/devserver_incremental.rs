@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{client, devserver, fixture};
-use passbolt_sync::devserver::seed::{self, GENERATED_PER_FOLDER, MetadataMode, ids};
-use passbolt_sync::devserver::{DevServer, DevServerError, Options, SeedResource};
-use passbolt_sync::passbolt::{Client, ClientError, api};
+use passbolt_client::{Client, ClientError, api};
+use passbolt_devserver::seed::{self, GENERATED_PER_FOLDER, MetadataMode, ids};
+use passbolt_devserver::{DevServer, DevServerError, Options, SeedResource};
 use serde_json::Value;
 
 /// The personal (user_key) sample items of bob and alice.
@@ -433,13 +433,12 @@ async fn rotating_the_metadata_key_re_encrypts_shared_items_and_keeps_the_old_ke
     let c = client(&server, &bob);
     let before = c.list(true).await.unwrap();
     assert!(before.failures.is_empty());
-    let names =
-        |l: &passbolt_sync::passbolt::Listing| -> BTreeMap<String, (String, Option<String>)> {
-            l.resources
-                .iter()
-                .map(|r| (r.id.clone(), (r.name.clone(), r.folder.clone())))
-                .collect()
-        };
+    let names = |l: &passbolt_client::Listing| -> BTreeMap<String, (String, Option<String>)> {
+        l.resources
+            .iter()
+            .map(|r| (r.id.clone(), (r.name.clone(), r.folder.clone())))
+            .collect()
+    };
     let keys = api::metadata_keys(c.session()).await.unwrap();
     assert_eq!(keys.len(), 1);
     let old = keys[0].id.clone();

@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use passbolt_sync::render::RenderError;
-use passbolt_sync::render::dotenv::{self, Dialect};
-use passbolt_sync::secret::Secret;
+use passbolt_client::secret::Secret;
+use passbolt_sync::sync::render::RenderError;
+use passbolt_sync::sync::render::dotenv::{self, Dialect};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Portable {

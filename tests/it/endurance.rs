@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, fixture, wait_until, write_config};
 use nix::sys::signal::Signal;
-use passbolt_sync::devserver::{DevServer, Options, seed::ids};
+use passbolt_devserver::{DevServer, Options, seed::ids};
 
 /// The shortest interval the schedule parser accepts (sub-second intervals
 /// are refused in a config).
@@ -244,7 +244,11 @@ async fn rig(hook: Option<&str>) -> Rig {
 
 impl Rig {
     async fn start(&self) -> Daemon {
-        Daemon::start(&self.config, &[("RUST_LOG", "passbolt_sync=debug")]).await
+        Daemon::start(
+            &self.config,
+            &[("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug")],
+        )
+        .await
     }
 
     /// SIGKILL, then reap: the lock and the files are the dead daemon's.
@@ -472,7 +476,11 @@ async fn soak(total: Duration, mark: Duration) {
         ids::V5_PIN
     );
     let changer = Changer::start(server.clone(), CHANGING, Duration::from_secs(3));
-    let d = Daemon::start(&config, &[("RUST_LOG", "passbolt_sync=debug")]).await;
+    let d = Daemon::start(
+        &config,
+        &[("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug")],
+    )
+    .await;
     assert!(
         d.wait_log("first sync complete; ready", 1, Duration::from_secs(30))
             .await,

@@ -6,9 +6,9 @@ use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, devserver, fixture, wait_until, write_config};
+use common::{Daemon, devserver, fixture, set_pin, wait_until, write_config};
 use nix::sys::signal::Signal;
-use passbolt_sync::devserver::{DevServer, Faults, Options, seed::ids};
+use passbolt_devserver::{Faults, Options, seed::ids};
 
 const BIN: &str = env!("CARGO_BIN_EXE_passbolt-sync");
 
@@ -58,10 +58,6 @@ async fn exited(mut d: Daemon) -> (Option<i32>, String) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     (status.code(), d.log())
-}
-
-fn set_pin(server: &DevServer, pin: &str) {
-    crate::daemon::set_pin(server, pin);
 }
 
 /// A child that records each start's PIN in `{dir}/starts` and then waits.
@@ -123,7 +119,7 @@ async fn a_changed_secret_restarts_the_child_once_and_an_unchanged_pass_does_not
         &config,
         dir.path(),
         RECORD_AND_WAIT,
-        &[("RUST_LOG", "passbolt_sync=debug")],
+        &[("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug")],
     );
     let starts = dir.path().join("starts");
     assert!(
@@ -281,10 +277,12 @@ async fn a_forwarded_sigterm_ends_the_child_and_exec_exits_with_its_status() {
     assert_eq!(code, Some(3), "{log}");
     assert_eq!(read(&dir.path().join("got")), "term\n");
     assert!(log.contains("SIGTERM: forwarded to the child"), "{log}");
-    assert!(server.events().iter().any(|e| matches!(
-        e,
-        passbolt_sync::devserver::Event::Logout { token: Some(_), .. }
-    )));
+    assert!(
+        server
+            .events()
+            .iter()
+            .any(|e| matches!(e, passbolt_devserver::Event::Logout { token: Some(_), .. }))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

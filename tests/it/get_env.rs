@@ -6,8 +6,8 @@ use crate::common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{Daemon, cli, devserver, fixture, secret_values, wait_until, write_config};
-use passbolt_sync::devserver::{Options, seed::ids};
+use common::{Daemon, cli, devserver, fixture, known_secrets, wait_until, write_config};
+use passbolt_devserver::{Options, seed::ids};
 
 const GITLAB_PASSWORD: &str = "g1t$lab \"pa ss\" `x` #1 ü";
 
@@ -63,7 +63,7 @@ async fn get_prints_the_exact_bytes_of_a_value_and_writes_files_of_mode_0600() {
 async fn get_fails_clearly_for_a_missing_resource_a_missing_field_and_an_ambiguous_name() {
     let server = devserver(Options::default()).await;
     let who = fixture("bob");
-    let mut twin = passbolt_sync::devserver::seed::sample_resources(std::slice::from_ref(&who.id))
+    let mut twin = passbolt_devserver::seed::sample_resources(std::slice::from_ref(&who.id))
         .into_iter()
         .find(|r| r.id == ids::V5_PASSWORD_STRING)
         .unwrap();
@@ -236,7 +236,7 @@ async fn trace_logs_of_exec_get_and_env_leak_nothing_beyond_the_printed_values()
         "{}",
         d.log()
     );
-    crate::daemon::set_pin(&server, "90817263");
+    common::set_pin(&server, "90817263");
     assert!(
         wait_until(Duration::from_secs(5), || count() == 2).await,
         "{}",
@@ -269,18 +269,9 @@ async fn trace_logs_of_exec_get_and_env_leak_nothing_beyond_the_printed_values()
         "the values are printed on stdout"
     );
 
-    let mut secrets = secret_values(&server);
+    let mut secrets = known_secrets(&server, &who);
     secrets.push("90817263".into());
     secrets.push("73019468".into());
-    secrets.push(who.passphrase.clone());
-    secrets.extend(server.issued_tokens());
-    let armored = std::fs::read_to_string(&who.private_path).unwrap();
-    secrets.extend(
-        armored
-            .lines()
-            .filter(|l| l.len() > 40 && !l.starts_with("-----"))
-            .map(String::from),
-    );
     assert!(secrets.iter().any(|s| s == "myapp-db-pass"));
     for s in &secrets {
         for part in s.lines().filter(|p| p.len() >= 6) {

@@ -12,9 +12,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, Fixture, devserver, fixture, wait_until, write_config};
-use passbolt_sync::devserver::{DevServer, Options, seed::ids};
-use passbolt_sync::lock::{InstanceLock, LockError, choose_lock_dir, lock_file_name};
+use common::{Daemon, Fixture, devserver, fixture, set_pin, wait_until, write_config};
+use passbolt_devserver::{DevServer, Options, seed::ids};
+use passbolt_sync::agent::lock::{InstanceLock, LockError, choose_lock_dir, lock_file_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_passbolt-sync");
 /// The variable the configs name in `auth.passphrase_env`.
@@ -53,17 +53,6 @@ fn env_config(
 /// A pin target whose hook records its environment in `{dir}/hook.env` and
 /// its open descriptors in `{dir}/hook.fds`.
 const RECORDING_TARGET: &str = "schedule: every 1s\ntargets:\n  - path: {dir}/pin\n    format: raw\n    resource: 3c2b5e1a-0000-4000-8000-00000000000b\n    field: pin\n    on_change: \"env > {dir}/hook.env; ls -l /proc/self/fd > {dir}/hook.fds\"\n";
-
-fn set_pin(server: &DevServer, pin: &str) {
-    server
-        .set_secret(
-            ids::V5_PIN,
-            &format!(
-                r#"{{"object_type":"PASSBOLT_SECRET_DATA","pin_code":"{pin}","description":null}}"#
-            ),
-        )
-        .unwrap();
-}
 
 /// Makes `cmd`'s child inherit `file` as descriptor 7, not close-on-exec,
 /// the way a supervisor or a shell can leave descriptors open.

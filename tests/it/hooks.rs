@@ -4,7 +4,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use passbolt_sync::hooks::{HookCommand, HookError, run};
+use passbolt_sync::sync::hooks::{HookCommand, HookError, run};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Daemon, devserver, fixture, wait_until, write_config};
-use passbolt_sync::devserver::{Options, seed::ids};
+use passbolt_devserver::{Options, seed::ids};
 
 /// The counters of one pass log line, e.g. `secrets_downloaded=0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub fn targets(out: &Path, extra: &str) -> String {
     )
 }
 
-use crate::daemon::set_pin;
+use crate::common::set_pin;
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
@@ -68,7 +68,11 @@ async fn warm_ticks_download_nothing_and_a_change_downloads_exactly_it() {
     let dir = tempfile::tempdir().unwrap();
     let who = fixture("bob");
     let config = write_config(dir.path(), &server, &who, &targets(dir.path(), ""));
-    let d = Daemon::start(&config, &[("RUST_LOG", "passbolt_sync=debug")]).await;
+    let d = Daemon::start(
+        &config,
+        &[("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug")],
+    )
+    .await;
 
     // The seeded stamps are fresh at start, so the first passes download
     // them until they settle; then ten warm ticks in a row.
@@ -148,7 +152,11 @@ async fn the_full_sync_downloads_every_mapped_secret_again_and_finds_nothing_mis
         &who,
         &targets(dir.path(), "full_sync_every: 4s\n"),
     );
-    let d = Daemon::start(&config, &[("RUST_LOG", "passbolt_sync=debug")]).await;
+    let d = Daemon::start(
+        &config,
+        &[("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug")],
+    )
+    .await;
     assert!(
         d.wait_log(
             "full sync: every mapped secret downloaded again",
@@ -199,7 +207,7 @@ async fn full_sync_every_zero_disables_it() {
 
 #[tokio::test]
 async fn downloads_are_batched_so_that_no_url_exceeds_8_kib() {
-    use passbolt_sync::passbolt::{MAX_URL_BYTES, api};
+    use passbolt_client::{MAX_URL_BYTES, api};
     let server = devserver(Options::default()).await;
     let who = fixture("alice");
     let client = common::client(&server, &who);
@@ -239,29 +247,29 @@ async fn downloads_are_batched_so_that_no_url_exceeds_8_kib() {
 
 /// A client, its plan and an empty `Held` for library-level passes.
 fn pass_setup(
-    server: &passbolt_sync::devserver::DevServer,
+    server: &passbolt_devserver::DevServer,
     who: &'static str,
     dir: &Path,
     targets: &str,
 ) -> (
-    passbolt_sync::passbolt::Client,
-    passbolt_sync::plan::Plan,
-    passbolt_sync::held::Held,
+    passbolt_client::Client,
+    passbolt_sync::sync::plan::Plan,
+    passbolt_sync::sync::held::Held,
 ) {
     let who = fixture(who);
     let config = write_config(dir, server, &who, targets);
     let config = passbolt_sync::config::Config::load(&config).unwrap();
     (
         common::client(server, &who),
-        passbolt_sync::plan::Plan::build(&config).unwrap(),
-        passbolt_sync::held::Held::new(),
+        passbolt_sync::sync::plan::Plan::build(&config).unwrap(),
+        passbolt_sync::sync::held::Held::new(),
     )
 }
 
 async fn pass(
-    client: &passbolt_sync::passbolt::Client,
-    plan: &passbolt_sync::plan::Plan,
-    held: &mut passbolt_sync::held::Held,
+    client: &passbolt_client::Client,
+    plan: &passbolt_sync::sync::plan::Plan,
+    held: &mut passbolt_sync::sync::held::Held,
 ) -> passbolt_sync::sync::PassReport {
     passbolt_sync::sync::run_pass(client, plan, held, None, Default::default())
         .await
@@ -294,7 +302,7 @@ async fn two_changes_of_one_secret_within_one_second_both_reach_the_file() {
     // The second edit keeps the stamp: only the unsettled rule sees it.
     set_pin(&server, "22220000");
     let stamp = server.modified(ids::V5_PIN).unwrap();
-    assert_eq!(passbolt_sync::held::modified_epoch(&stamp), Some(t));
+    assert_eq!(passbolt_sync::sync::held::modified_epoch(&stamp), Some(t));
     let r = pass(&client, &plan, &mut held).await;
     assert_eq!(
         r.cost.secrets_downloaded, 1,
@@ -461,7 +469,11 @@ async fn a_new_auth_in_the_config_drops_everything_held() {
     let dir = tempfile::tempdir().unwrap();
     let who = fixture("alice");
     let config = write_config(dir.path(), &server, &who, &targets(dir.path(), ""));
-    let d = Daemon::start(&config, &[("RUST_LOG", "passbolt_sync=debug")]).await;
+    let d = Daemon::start(
+        &config,
+        &[("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug")],
+    )
+    .await;
     let last_downloaded = |log: &str| pass_lines(log).last().map(|(_, c)| c.secrets_downloaded);
     assert!(
         wait_until(Duration::from_secs(30), || last_downloaded(&d.log())

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use base64::Engine;
-use passbolt_sync::account_kit::AccountKit;
+use passbolt_client::account_kit::AccountKit;
 use passbolt_sync::config::Config;
 
 use crate::common::{self, account_kit, cli, fixture, text};
@@ -282,7 +282,7 @@ async fn a_wrong_passphrase_writes_nothing() {
 async fn an_account_under_an_mfa_policy_gets_its_totp_seed_copied_and_configured() {
     let server = common::devserver(Default::default()).await;
     let alice = fixture("alice");
-    let seed = passbolt_sync::devserver::seed::random_totp_seed();
+    let seed = passbolt_devserver::seed::random_totp_seed();
     server.set_totp(&alice.id, &seed).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let kit = tmp.path().join("account-kit.passbolt");

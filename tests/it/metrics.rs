@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Daemon, cli, devserver, fixture, text, write_config};
-use passbolt_sync::devserver::{Options, seed::ids};
+use passbolt_devserver::{Options, seed::ids};
 
 fn python() -> &'static str {
     crate::common::python_with("prometheus_client", "python3-prometheus-client")

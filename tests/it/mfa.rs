@@ -8,8 +8,8 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{cli, client, devserver, fixture, write_config};
-use passbolt_sync::devserver::{Canned, Faults, Options, seed::ids};
-use passbolt_sync::passbolt::{ClientError, TotpSeed, api};
+use passbolt_client::{ClientError, TotpSeed, api};
+use passbolt_devserver::{Canned, Faults, Options, seed::ids};
 
 /// The account's seed at the dev server.
 const SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";

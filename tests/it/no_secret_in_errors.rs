@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use passbolt_sync::hooks::{self, HookCommand};
-use passbolt_sync::render::dotenv::{self, Dialect};
-use passbolt_sync::render::{Lookup, Template};
-use passbolt_sync::secret::Secret;
-use passbolt_sync::write::{self, WriteSpec};
+use passbolt_client::secret::Secret;
+use passbolt_sync::sync::hooks::{self, HookCommand};
+use passbolt_sync::sync::render::dotenv::{self, Dialect};
+use passbolt_sync::sync::render::{Lookup, Template};
+use passbolt_sync::sync::write::{self, WriteSpec};
 
 const SECRET: &str = "Kx9-TOPSECRET-vqz";
 

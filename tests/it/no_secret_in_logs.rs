@@ -3,8 +3,8 @@
 
 use crate::common;
 
-use common::{cli, devserver, fixture, secret_values, write_config};
-use passbolt_sync::devserver::{Options, seed::ids};
+use common::{cli, devserver, fixture, known_secrets, secret_values, write_config};
+use passbolt_devserver::{Options, seed::ids};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trace_logs_of_every_command_leak_nothing() {
@@ -84,17 +84,7 @@ async fn trace_logs_of_every_command_leak_nothing() {
     assert!(logs.contains("hook-saw"), "hook output is logged at debug");
     assert!(logs.contains("logged in"));
 
-    let mut secrets = secret_values(&server);
-    secrets.push(who.passphrase.clone());
-    secrets.extend(server.issued_tokens());
-    // The body lines of the armored private key.
-    let armored = std::fs::read_to_string(&who.private_path).unwrap();
-    secrets.extend(
-        armored
-            .lines()
-            .filter(|l| l.len() > 40 && !l.starts_with("-----"))
-            .map(String::from),
-    );
+    let secrets = known_secrets(&server, &who);
     assert!(secrets.len() > 30, "the check covers many values");
     assert!(secrets.iter().any(|s| s == "legacy-db-pass"));
     for s in &secrets {
@@ -117,7 +107,7 @@ async fn trace_logs_of_every_command_leak_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_status_show_no_secret_name_or_username() {
     use crate::metrics::{Format, endpoint, get, parse};
-    use passbolt_sync::devserver::seed;
+    use passbolt_devserver::seed;
 
     let server = devserver(Options::default()).await;
     let dir = tempfile::tempdir().unwrap();

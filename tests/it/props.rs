@@ -12,15 +12,15 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use passbolt_client::Keyring;
+use passbolt_client::decode::{decode_metadata, parse_secret};
+use passbolt_client::model::{Envelope, MetadataKey, Resource as Row, ResourceType};
+use passbolt_client::pgp::PrivateKey;
+use passbolt_client::secret::Secret;
 use passbolt_sync::config::Config;
-use passbolt_sync::passbolt::Keyring;
-use passbolt_sync::passbolt::decode::{decode_metadata, parse_secret};
-use passbolt_sync::passbolt::model::{Envelope, MetadataKey, Resource as Row, ResourceType};
-use passbolt_sync::pgp::PrivateKey;
-use passbolt_sync::render::RenderError;
-use passbolt_sync::render::dotenv::{self, Dialect};
-use passbolt_sync::render::json;
-use passbolt_sync::secret::Secret;
+use passbolt_sync::sync::render::RenderError;
+use passbolt_sync::sync::render::dotenv::{self, Dialect};
+use passbolt_sync::sync::render::json;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 

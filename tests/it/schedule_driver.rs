@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use passbolt_sync::schedule::{PassReason, Schedule, run_schedule};
+use passbolt_sync::runtime::schedule::{PassReason, Schedule, run_schedule};
 use tokio::sync::watch;
 
 struct Probe {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
-use passbolt_sync::schedule::{
+use passbolt_sync::runtime::schedule::{
     HostIdSource, MACHINE_ID_PATH, Schedule, ScheduleError, host_identity, identify_host,
     splay_offset,
 };

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::common::{self, Daemon, fixture};
-use passbolt_sync::devserver::{Faults, Options, seed::ids};
+use passbolt_devserver::{Faults, Options, seed::ids};
 
 const V4_PASSWORD: &str = "legacy-db-pass";
 const PIN: &str = "73019468";

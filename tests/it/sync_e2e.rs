@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{cli, devserver, fixture, text, write_config};
-use passbolt_sync::devserver::{DevServer, Faults, Options, SeedResource, seed::ids};
+use passbolt_devserver::{DevServer, Faults, Options, SeedResource, seed::ids};
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))

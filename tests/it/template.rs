@@ -5,8 +5,8 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::thread::{self, ThreadId};
 
-use passbolt_sync::render::{Lookup, RenderError, Template};
-use passbolt_sync::secret::Secret;
+use passbolt_client::secret::Secret;
+use passbolt_sync::sync::render::{Lookup, RenderError, Template};
 
 const DB_PASSWORD: &str = "s3cr3t-\"quoted\"\nline2 'it''s' \\ $HOME";
 

@@ -9,7 +9,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::{cli, fixture, text};
-use passbolt_sync::devserver::{self, Account, DevServer, Options, TlsConfig, seed::ids};
+use passbolt_devserver::{self, Account, DevServer, Options, TlsConfig, seed::ids};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -98,8 +98,8 @@ async fn https_server((cert, key): (String, String), client_ca: Option<&Ca>) -> 
             client_ca_pem: client_ca.map(|c| c.pem.clone().into_bytes()),
         },
         accounts,
-        devserver::seed::sample_folders(),
-        devserver::seed::sample_resources(&ids),
+        passbolt_devserver::seed::sample_folders(),
+        passbolt_devserver::seed::sample_resources(&ids),
     )
     .await
     .unwrap()
@@ -359,8 +359,7 @@ async fn client_cert_without_key_is_a_config_error() {
 fn client_identity_never_prints() {
     let ca = new_ca("passbolt-sync test CA");
     let (cert, key) = client_cert(&ca);
-    let identity =
-        passbolt_sync::passbolt::ClientIdentity::from_pem(cert.as_bytes(), key.as_bytes());
+    let identity = passbolt_client::ClientIdentity::from_pem(cert.as_bytes(), key.as_bytes());
     let shown = format!("{identity:?}");
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
     assert!(shown.contains("redacted"), "{shown}");

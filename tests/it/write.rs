@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use passbolt_sync::write::{
+use passbolt_sync::sync::write::{
     WriteError, WriteOutcome, WriteSpec, plan, read_current, remove, resolve_group, resolve_user,
     write_atomic,
 };

@@ -3,11 +3,14 @@
 //!
 //! Nothing here knows about targets or schedules.
 
+pub mod account_kit;
 pub mod api;
 pub mod decode;
 pub mod metadata;
 pub mod mfa;
 pub mod model;
+pub mod pgp;
+pub mod secret;
 pub mod session;
 mod tls;
 

@@ -10,7 +10,7 @@ use openpgp::crypto::{KeyPair, Signer, mpi};
 use openpgp::packet::key::{Key4, PrimaryRole, SecretParts};
 use openpgp::types::HashAlgorithm;
 
-use crate::passbolt::model::Claims;
+use passbolt_client::model::Claims;
 
 pub struct JwtKey {
     pair: KeyPair,

@@ -3,8 +3,8 @@
 //! browser extension (which holds it) would.
 
 use super::{DevServer, DevServerError};
-use crate::account_kit::AccountKit;
-use crate::pgp::PrivateKey;
+use passbolt_client::account_kit::AccountKit;
+use passbolt_client::pgp::PrivateKey;
 
 impl DevServer {
     /// The kit file's content for `user_id`: `private_armored` is the

@@ -11,6 +11,7 @@
 //! It is a development tool: state lives in memory and nothing is durable.
 
 mod clock;
+pub mod fixtures;
 mod handlers;
 mod jwt;
 mod kit;
@@ -30,8 +31,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::pgp::{self, PrivateKey, PublicKey};
 use metadata_keys::MetadataKey;
+use passbolt_client::pgp::{self, PrivateKey, PublicKey};
 use seed::SealedMetadata;
 pub use seed::{SeedFolder, SeedResource};
 pub use tls::TlsConfig;
@@ -287,7 +288,7 @@ pub(crate) struct Data {
     pub verify_tokens: HashSet<(String, String)>,
     pub refresh_tokens: HashMap<String, RefreshRow>,
     /// TOTP seeds by user id.
-    pub totp_seeds: HashMap<String, crate::passbolt::TotpSeed>,
+    pub totp_seeds: HashMap<String, passbolt_client::TotpSeed>,
     /// MFA tokens by their `passbolt_mfa` cookie value.
     pub mfa_tokens: HashMap<String, MfaToken>,
     /// Rejected TOTP codes by user id since their last login.
@@ -588,7 +589,7 @@ impl DevServer {
     /// Enables TOTP for an account with `seed` (base32 or an `otpauth://`
     /// URI), first among its providers.
     pub fn set_totp(&self, user_id: &str, seed: &str) -> Result<(), DevServerError> {
-        let parsed = crate::passbolt::TotpSeed::parse(seed.as_bytes())
+        let parsed = passbolt_client::TotpSeed::parse(seed.as_bytes())
             .map_err(|e| DevServerError::Crypto(format!("TOTP seed: {e}")))?;
         let mut data = self.state.data();
         let account = data

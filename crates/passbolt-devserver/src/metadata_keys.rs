@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use zeroize::Zeroizing;
 
 use super::{Account, DevServerError};
-use crate::pgp::{self, PrivateKey, PublicKey};
+use passbolt_client::pgp::{self, PrivateKey, PublicKey};
 
 pub(crate) struct MetadataKey {
     pub id: String,

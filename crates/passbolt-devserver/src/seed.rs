@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::DevServerError;
-use crate::pgp::{self, PublicKey};
+use passbolt_client::pgp::{self, PublicKey};
 
 /// The resource types of v5.12 with their deterministic ids.
 pub const RESOURCE_TYPES: &[(&str, &str, &str)] = &[

@@ -36,31 +36,12 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::RenderError;
-use crate::secret::Secret;
-
-/// Which readers a dotenv file must satisfy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dialect {
-    /// bash `set -a; . file`, systemd `EnvironmentFile=`, python-dotenv.
-    #[default]
-    Portable,
-    /// `docker run --env-file` and docker compose `env_file:`.
-    Docker,
-}
-
-impl std::fmt::Display for Dialect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Dialect::Portable => "portable",
-            Dialect::Docker => "docker",
-        })
-    }
-}
+pub use crate::config::values::Dialect;
+use crate::config::values::var_name_problem;
+use passbolt_client::secret::Secret;
 
 /// `docker`'s env-file reader fails on lines of 64 KiB or more.
 const DOCKER_MAX_LINE: usize = 64 * 1024 - 1;
@@ -68,22 +49,13 @@ const DOCKER_MAX_LINE: usize = 64 * 1024 - 1;
 /// Checks that `name` matches `[A-Za-z_][A-Za-z0-9_]*`, the names that
 /// every reader accepts.
 pub fn validate_name(name: &str) -> Result<(), RenderError> {
-    let reason = match name.as_bytes() {
-        [] => "it is empty",
-        [first, ..] if first.is_ascii_digit() => "it starts with a digit",
-        bytes
-            if bytes
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'_') =>
-        {
-            return Ok(());
-        }
-        _ => "only ASCII letters, digits and `_` are allowed",
-    };
-    Err(RenderError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })
+    match var_name_problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(RenderError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }),
+    }
 }
 
 /// A valid variable name made from a resource name: upper-cased, with every

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::RenderError;
 use super::dotenv::validate_name;
-use crate::secret::Secret;
+use passbolt_client::secret::Secret;
 
 /// Variables ready for an environment, in the order given: valid, unique
 /// names and values without a NUL byte. Its `Debug` shows names only.

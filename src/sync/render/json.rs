@@ -3,7 +3,7 @@
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use zeroize::Zeroizing;
 
-use crate::secret::Secret;
+use passbolt_client::secret::Secret;
 
 struct InOrder<'a>(&'a [(String, Secret)]);
 

@@ -2,7 +2,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::secret::Secret;
+use passbolt_client::secret::Secret;
 
 /// The field's bytes exactly: no trailing newline is added, because a
 /// consumer reading a key or a password file would take it as part of the

@@ -15,7 +15,7 @@ use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use zeroize::Zeroizing;
 
 use super::RenderError;
-use crate::secret::Secret;
+use passbolt_client::secret::Secret;
 
 /// Where a template's `secret()` calls are answered.
 pub trait Lookup: Send + Sync {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::{self, Daemon, fixture, wait_until};
-use passbolt_sync::devserver::{Canned, DevServer, Faults, Options, seed::ids};
+use passbolt_devserver::{Canned, DevServer, Faults, Options, seed::ids};
 use proxy::{Mode, Proxy};
 
 /// Short backoff for these tests (see `PASSBOLT_SYNC_TEST_BACKOFF` in
@@ -114,7 +114,7 @@ impl Rig {
             &self.config,
             &[
                 ("PASSBOLT_SYNC_TEST_BACKOFF", backoff),
-                ("RUST_LOG", "passbolt_sync=debug"),
+                ("RUST_LOG", "passbolt_sync=debug,passbolt_client=debug"),
             ],
         )
         .await

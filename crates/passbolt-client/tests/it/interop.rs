@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use common::{capture, fixture, server_public_key};
-use passbolt_sync::passbolt::decode::{decode_metadata, decode_secret};
-use passbolt_sync::passbolt::model::{MetadataKey, Resource as Row, ResourceType};
-use passbolt_sync::passbolt::{Keyring, session};
-use passbolt_sync::pgp::{PgpError, PrivateKey};
+use passbolt_client::decode::{decode_metadata, decode_secret};
+use passbolt_client::model::{MetadataKey, Resource as Row, ResourceType};
+use passbolt_client::pgp::{PgpError, PrivateKey};
+use passbolt_client::{Keyring, session};
 use serde_json::Value;
 
 #[test]
@@ -301,7 +301,7 @@ impl Gpg {
         );
     }
 
-    fn import_public(&self, key: &passbolt_sync::pgp::PublicKey) {
+    fn import_public(&self, key: &passbolt_client::pgp::PublicKey) {
         let out = self.run(&["--import"], Some(key.armored().as_bytes()));
         assert!(
             out.status.success(),
@@ -409,7 +409,7 @@ fn we_read_what_gpg_encrypts_and_signs_curve25519_signer_rsa_recipient() {
 #[test]
 fn an_unsigned_message_is_refused_where_a_signature_is_required() {
     let alice = fixture("alice");
-    let armored = passbolt_sync::pgp::encrypt(&alice.public, None, b"no signature here").unwrap();
+    let armored = passbolt_client::pgp::encrypt(&alice.public, None, b"no signature here").unwrap();
     let key = alice.private_key();
     let err = key
         .decrypt_verify(&server_public_key(), armored.as_bytes())

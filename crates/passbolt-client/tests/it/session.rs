@@ -6,8 +6,8 @@ use crate::common;
 use std::time::Duration;
 
 use common::{client, devserver, fixture};
-use passbolt_sync::devserver::{Faults, Options, seed::ids};
-use passbolt_sync::passbolt::{ClientError, api};
+use passbolt_client::{ClientError, api};
+use passbolt_devserver::{Faults, Options, seed::ids};
 
 fn short_tokens() -> Options {
     Options {
@@ -22,16 +22,16 @@ fn custom_client(
     user_id: String,
     fingerprint: Option<String>,
     key_of: &common::Fixture,
-) -> passbolt_sync::passbolt::Client {
-    passbolt_sync::passbolt::Client::new(
-        passbolt_sync::passbolt::SessionOptions {
+) -> passbolt_client::Client {
+    passbolt_client::Client::new(
+        passbolt_client::SessionOptions {
             base_url,
             user_id,
             fingerprint,
             ca_pem: None,
             client_identity: None,
             timeout: Duration::from_secs(5),
-            max_response_bytes: passbolt_sync::passbolt::session::DEFAULT_MAX_RESPONSE_BYTES,
+            max_response_bytes: passbolt_client::session::DEFAULT_MAX_RESPONSE_BYTES,
         },
         common::shared_key(key_of),
     )
@@ -175,7 +175,7 @@ async fn a_wrong_base_url_is_refused_by_the_server_domain_check() {
     let err = c.login().await.unwrap_err();
     assert!(matches!(err, ClientError::LoginRefused { .. }), "{err}");
     assert!(server.events().iter().any(|e| matches!(e,
-        passbolt_sync::devserver::Event::LoginRejected { reason, .. } if reason.contains("domain is invalid"))));
+        passbolt_devserver::Event::LoginRejected { reason, .. } if reason.contains("domain is invalid"))));
 }
 
 #[tokio::test]
@@ -320,10 +320,12 @@ async fn logout_revokes_only_this_sessions_refresh_token() {
     assert_eq!(server.active_refresh_tokens(&alice.id), 1);
     assert!(!first.session().has_refresh_token().await);
     // The other session lives on and can still refresh.
-    assert!(server.events().iter().any(|e| matches!(
-        e,
-        passbolt_sync::devserver::Event::Logout { token: Some(_), .. }
-    )));
+    assert!(
+        server
+            .events()
+            .iter()
+            .any(|e| matches!(e, passbolt_devserver::Event::Logout { token: Some(_), .. }))
+    );
     api::me(second.session()).await.unwrap();
 }
 
@@ -449,10 +451,10 @@ async fn listing_without_secrets_decrypts_nothing_secret() {
     let listing = c.list(false).await.unwrap();
     assert!(listing.resources.iter().all(|r| r.folder.is_none()));
     assert!(server.events().iter().any(|e| matches!(e,
-        passbolt_sync::devserver::Event::Request { path, .. } if path == "/resources.json")));
+        passbolt_devserver::Event::Request { path, .. } if path == "/resources.json")));
     // Without folder paths, the listing is one request: no /folders.json.
     assert!(!server.events().iter().any(|e| matches!(e,
-        passbolt_sync::devserver::Event::Request { path, .. } if path == "/folders.json")));
+        passbolt_devserver::Event::Request { path, .. } if path == "/folders.json")));
     let one = c.fetch_secrets(&[ids::V5_PIN.to_string()]).await.unwrap();
     assert_eq!(one.len(), 1);
 }
@@ -465,15 +467,15 @@ async fn a_server_that_does_not_answer_in_time_is_an_outage_named_as_such() {
         ..Faults::default()
     });
     let alice = fixture("alice");
-    let c = passbolt_sync::passbolt::Client::new(
-        passbolt_sync::passbolt::SessionOptions {
+    let c = passbolt_client::Client::new(
+        passbolt_client::SessionOptions {
             base_url: server.url(),
             user_id: alice.id.clone(),
             fingerprint: None,
             ca_pem: None,
             client_identity: None,
             timeout: Duration::from_millis(500),
-            max_response_bytes: passbolt_sync::passbolt::session::DEFAULT_MAX_RESPONSE_BYTES,
+            max_response_bytes: passbolt_client::session::DEFAULT_MAX_RESPONSE_BYTES,
         },
         common::shared_key(&alice),
     )

@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::{capture, client, devserver, fixture, fixtures};
-use passbolt_sync::devserver::Options;
+use passbolt_devserver::Options;
 use serde_json::Value;
 
 /// Captured failures that need the real server's state (a spent token, a

@@ -1,0 +1,231 @@
+//! The JWT login: the server is authenticated first (`verify_server`),
+//! then the challenge is signed for it and its answer checked; and the
+//! logout that revokes the refresh token.
+
+use super::*;
+
+const LOGIN_PATH: &str = "/auth/jwt/login.json";
+
+impl Session {
+    /// `GET /auth/verify.json`: the server's key, checked against the pin,
+    /// against its own announced fingerprint, and against the key this
+    /// process saw before.
+    pub async fn verify_server(&self) -> Result<PublicKey, ClientError> {
+        let path = "/auth/verify.json";
+        let reply = self.send(Method::GET, path, None, None::<&()>).await?;
+        let body: VerifyBody = self.decode(path, &reply)?;
+        let key =
+            PublicKey::from_armor(body.keydata.as_bytes()).map_err(|e| ClientError::Malformed {
+                path: path.into(),
+                detail: format!("keydata: {e}"),
+            })?;
+        let announced = crate::pgp::normalize_fingerprint(&body.fingerprint);
+        if key.fingerprint() != announced {
+            return Err(ClientError::ServerKeyInconsistent {
+                announced,
+                actual: key.fingerprint(),
+            });
+        }
+        if let Some(pin) = &self.opts.fingerprint
+            && *pin != key.fingerprint()
+        {
+            return Err(ClientError::PinMismatch {
+                expected: pin.clone(),
+                actual: key.fingerprint(),
+            });
+        }
+        let mut known = self.server_key.lock().expect("not poisoned");
+        if self.opts.fingerprint.is_none()
+            && let Some(previous) = known.as_ref()
+            && previous.fingerprint() != key.fingerprint()
+        {
+            return Err(ClientError::ServerKeyChanged {
+                previous: previous.fingerprint(),
+                current: key.fingerprint(),
+            });
+        }
+        *known = Some(key.clone());
+        Ok(key)
+    }
+
+    /// A full login; replaces whatever tokens the session had.
+    pub async fn login(&self) -> Result<(), ClientError> {
+        let (mut tokens, _gate) = self.exclusive().await;
+        self.login_locked(&mut tokens).await
+    }
+
+    /// The token state, with no request in flight until the guards drop.
+    pub(super) async fn exclusive(&self) -> (MutexGuard<'_, Tokens>, RwLockWriteGuard<'_, ()>) {
+        let tokens = self.tokens.lock().await;
+        let gate = self.gate.write().await;
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        (tokens, gate)
+    }
+
+    pub(super) async fn login_locked(&self, tokens: &mut Tokens) -> Result<(), ClientError> {
+        // Forget the old tokens first: whatever happens next, they are not
+        // to be used again by this process.
+        tokens.access = None;
+        tokens.refresh = None;
+        let server_key = self.verify_server().await?;
+        let (challenge, verify_token) = self.sign_challenge(&server_key).await?;
+        let body = self.post_challenge(challenge).await?;
+        let response = self.check_answer(&server_key, body, &verify_token).await?;
+        let path = LOGIN_PATH;
+        tokens.access = Some(AccessToken::parse(
+            response.access_token,
+            path,
+            self.server_now(),
+        )?);
+        let lifetime = self.refresh_lifetime.load(Ordering::Relaxed);
+        tokens.refresh = Some(RefreshToken {
+            value: Zeroizing::new(response.refresh_token),
+            expires: (lifetime > 0).then(|| self.server_now() + lifetime),
+        });
+        if let Some(providers) = response.providers.filter(|p| !p.is_empty()) {
+            // Whatever cookie went with the login, the server did not take it.
+            *self.mfa_cookie.lock().expect("not poisoned") = None;
+            if let Err(e) = self.answer_mfa(tokens, &providers).await {
+                // Tokens of an unverified login open nothing but the MFA
+                // endpoints (and the server would not let them be revoked).
+                tokens.access = None;
+                tokens.refresh = None;
+                return Err(e);
+            }
+        }
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(user_id = %self.opts.user_id, server = %self.opts.base_url, "logged in");
+        Ok(())
+    }
+
+    /// The challenge for `server_key`: our base URL, a fresh verify token
+    /// and its expiry, encrypted to the server and signed with our key.
+    /// Returns the armored challenge and the verify token.
+    async fn sign_challenge(
+        &self,
+        server_key: &PublicKey,
+    ) -> Result<(String, String), ClientError> {
+        let verify_token = uuid::Uuid::new_v4().to_string();
+        let request = ChallengeRequest {
+            version: PROTOCOL_VERSION.into(),
+            domain: self.opts.base_url.clone(),
+            verify_token: verify_token.clone(),
+            verify_token_expiry: (self.server_now() + VERIFY_TOKEN_LIFETIME).into(),
+        };
+        let plaintext = serde_json::to_vec(&request).expect("serializable");
+        let key = self.key.clone();
+        let sk = server_key.clone();
+        let challenge = tokio::task::spawn_blocking(move || key.encrypt_and_sign(&sk, &plaintext))
+            .await
+            .expect("encryption task")
+            .map_err(|source| ClientError::Crypto {
+                what: "the login challenge".into(),
+                source,
+            })?;
+        Ok((challenge, verify_token))
+    }
+
+    /// Sends the challenge; a refusal becomes the error that names its
+    /// likely causes.
+    async fn post_challenge(&self, challenge: String) -> Result<ChallengeBody, ClientError> {
+        let body = serde_json::json!({ "user_id": self.opts.user_id, "challenge": challenge });
+        let reply = self
+            .send(Method::POST, LOGIN_PATH, None, Some(&body))
+            .await?;
+        match self.decode(LOGIN_PATH, &reply) {
+            Ok(b) => Ok(b),
+            Err(ClientError::Http {
+                status: 400,
+                message,
+                ..
+            }) => Err(ClientError::LoginRefused {
+                user_id: self.opts.user_id.clone(),
+                message,
+            }),
+            Err(ClientError::Http { status: 404, .. }) => Err(ClientError::UserNotFound {
+                user_id: self.opts.user_id.clone(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Authenticates the server by its answer: it must decrypt with our key,
+    /// be signed by `server_key`, echo our verify token and name our
+    /// protocol version and base URL.
+    async fn check_answer(
+        &self,
+        server_key: &PublicKey,
+        body: ChallengeBody,
+        verify_token: &str,
+    ) -> Result<ChallengeResponse, ClientError> {
+        let key = self.key.clone();
+        let sk = server_key.clone();
+        let plaintext = tokio::task::spawn_blocking(move || {
+            key.decrypt_verify(&sk, body.challenge.as_bytes())
+        })
+        .await
+        .expect("decryption task")
+        .map_err(|e| {
+            ClientError::ServerNotAuthenticated(format!(
+                "the login response does not decrypt and verify with the server key {}: {e}",
+                server_key.fingerprint()
+            ))
+        })?;
+        let response: ChallengeResponse =
+            serde_json::from_slice(&plaintext).map_err(|e| ClientError::Malformed {
+                path: LOGIN_PATH.into(),
+                detail: format!("decrypted login response: {e}"),
+            })?;
+        if response.verify_token != verify_token {
+            return Err(ClientError::ServerNotAuthenticated(
+                "the login response does not echo our verify_token".into(),
+            ));
+        }
+        if response.version != PROTOCOL_VERSION {
+            return Err(ClientError::ServerNotAuthenticated(format!(
+                "the login response has protocol version {:?}, expected {PROTOCOL_VERSION:?}",
+                response.version
+            )));
+        }
+        if response.domain.trim_end_matches('/') != self.opts.base_url.trim_end_matches('/') {
+            return Err(ClientError::ServerNotAuthenticated(format!(
+                "the login response is for domain {:?}, not {:?}",
+                response.domain, self.opts.base_url
+            )));
+        }
+        Ok(response)
+    }
+
+    /// Revokes this process's refresh token, and only it: an empty body
+    /// would log out every session of the account on every machine.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        let (mut tokens, _gate) = self.exclusive().await;
+        if tokens.refresh.is_none() {
+            return Ok(());
+        }
+        // Logout needs a valid bearer token. An expired one is renewed with
+        // the refresh token (its one use), and the successor is revoked.
+        let usable = tokens
+            .access
+            .as_ref()
+            .is_some_and(|a| a.exp - self.server_now() > 2);
+        if !usable && let Err(e) = self.refresh_locked(&mut tokens).await {
+            // The token was spent on this attempt or was already dead.
+            tracing::debug!(error = %e, "no refresh token left to revoke");
+            return Ok(());
+        }
+        let (Some(RefreshToken { value: refresh, .. }), Some(access)) =
+            (tokens.refresh.take(), tokens.access.take())
+        else {
+            return Ok(());
+        };
+        let path = "/auth/jwt/logout.json";
+        let body = serde_json::json!({ "refresh_token": refresh.as_str() });
+        let reply = self
+            .send(Method::POST, path, Some(&access.value), Some(&body))
+            .await?;
+        let _: serde_json::Value = self.decode(path, &reply)?;
+        tracing::info!("logged out (own refresh token revoked)");
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! One sync pass and what it needs: the plan built from a config, the
+//! secrets held between passes, the pass itself (resolve, download,
+//! render, apply), its report, atomic writes and hooks.
+//! Nothing here knows about schedules, reloads or the command line.
+
+pub mod held;
+pub mod hooks;
+pub mod pass;
+pub mod plan;
+pub mod render;
+pub mod report;
+pub mod write;
+
+pub use pass::{PassOptions, fetch_vars, list_for, resolve_only, run_pass};
+pub use report::{PassReport, Status, TargetError, TargetReport};
