@@ -29,15 +29,12 @@ use tokio::time::Instant;
 
 use crate::agent::AgentError;
 use crate::agent::service::{self, EnvUpdate, Schedules, Service};
+use crate::config::values::SHELL;
 use crate::config::{Config, OnChange};
 use crate::runtime::process::{self, Child};
 use crate::runtime::watch::ConfigWatcher;
 use crate::sync::hooks::HookCommand;
 use crate::sync::render::env::Environment;
-
-/// The shell a configured command string runs in, by absolute path as
-/// for hooks.
-const SHELL: &str = "/bin/sh";
 
 /// Variables of this process's own supervisor: systemd would take a
 /// child's messages on them for ours.
