@@ -11,6 +11,8 @@ pub mod model;
 pub mod session;
 mod tls;
 
+pub(crate) use tls::trusted;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
