@@ -19,6 +19,7 @@ mod faults;
 mod get_env;
 mod hardening;
 mod hooks;
+mod image;
 mod incremental;
 mod init;
 mod interop;
