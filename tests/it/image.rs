@@ -581,3 +581,108 @@ fn the_image_is_small_labelled_and_starts_passbolt_sync_as_10001() {
         assert!(total < SIZE_LIMIT, "{total} bytes");
     }
 }
+
+/// The YAML blocks of a Markdown file.
+fn yaml_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match &mut current {
+            None if line.trim_end() == "```yaml" => current = Some(String::new()),
+            Some(block) if line.trim_end() == "```" => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+#[ignore = "needs kubernetes-validate: .ci/deps --image installs it"]
+fn the_manifests_of_the_docs_pass_the_kubernetes_schema_and_use_the_image_as_built() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let validator = match std::env::var_os("KUBERNETES_VALIDATE") {
+        Some(v) => PathBuf::from(v),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("tools/k8s/bin/kubernetes-validate"),
+    };
+    assert!(
+        validator.exists(),
+        "{} is missing: run .ci/deps --image",
+        validator.display()
+    );
+    let doc = std::fs::read_to_string(root.join("docs/containers.md")).unwrap();
+    let blocks = yaml_blocks(&doc);
+    let kinds: Vec<&str> = blocks
+        .iter()
+        .map(|b| {
+            b.lines()
+                .find_map(|l| l.strip_prefix("kind: "))
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(kinds, ["ConfigMap", "Pod", "Deployment", "Deployment"]);
+    let dir = tempfile::tempdir().unwrap();
+    for (n, block) in blocks.iter().enumerate() {
+        let file = dir.path().join(format!("{n}.yaml"));
+        std::fs::write(&file, block).unwrap();
+        let out = Command::new(&validator)
+            .args(["--strict", "--kubernetes-version", "1.33.0"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "block {n}:\n{block}\n{report}");
+        assert!(!report.contains("WARN"), "block {n}: {report}");
+        if kinds[n] == "ConfigMap" {
+            continue;
+        }
+        // As the image is built: its user, a read-only root file system,
+        // and /tmp writable for the instance lock.
+        for needed in [
+            "runAsUser: 10001",
+            "runAsNonRoot: true",
+            "readOnlyRootFilesystem: true",
+            "mountPath: /tmp",
+            "mountPath: /run/secrets/passbolt, readOnly: true",
+            "mountPath: /etc/passbolt-sync, readOnly: true",
+        ] {
+            assert!(
+                block.contains(needed),
+                "block {n} lacks {needed:?}:\n{block}"
+            );
+        }
+    }
+    // A bad manifest fails, so that the passes above mean something.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        blocks[1].replace(
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFilesystem: yes please",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(&validator)
+        .args(["--strict", "--kubernetes-version", "1.33.0"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
