@@ -3,11 +3,12 @@
 //! and syncs from a real server, holds no secret in its layer, is small and
 //! labelled.
 //!
-//! `#[ignore]`d: they need root and the tools of `.ci/deps --image`. `.ci/run`
-//! builds the image from the release binary and runs them with
-//! `PASSBOLT_SYNC_IMAGE` naming its archive; without that variable the
-//! image is built here around the binary the tests were built with,
-//! stripped as the release profile strips it.
+//! `#[ignore]`d: they need root and the tools of `.ci/deps --image`, which
+//! `.ci/run` installs before it runs them. They build the image around the
+//! binary the tests were built with, stripped as the release profile
+//! strips it; with `PASSBOLT_SYNC_IMAGE` naming an archive that `.ci/image`
+//! built (from the release binary), they test that one instead
+//! (`PASSBOLT_SYNC_RELEASE_IMAGE=1 .ci/run` does).
 //!
 //! No container runtime runs on the CI machine (crun and runc need cgroup
 //! controllers its sandbox does not hand out), so the image runs as a
@@ -32,6 +33,11 @@ const UID: u32 = 10001;
 
 /// The goal of issue #19 for the release image, uncompressed.
 const SIZE_LIMIT: u64 = 30 * 1024 * 1024;
+
+/// What the release binary may take of it (12.6 MB in the README's
+/// measure): the rest of the image must fit in what is left, whichever
+/// binary the image was built around.
+const RELEASE_BINARY_BUDGET: u64 = 14 * 1024 * 1024;
 
 struct Image {
     _dir: tempfile::TempDir,
@@ -573,7 +579,7 @@ fn the_image_is_small_labelled_and_starts_passbolt_sync_as_10001() {
     );
     // Everything but the binary is the same whichever binary it is.
     assert!(
-        total - binary < 12 * 1024 * 1024,
+        total - binary < SIZE_LIMIT - RELEASE_BINARY_BUDGET,
         "{} bytes besides the binary",
         total - binary
     );
