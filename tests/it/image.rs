@@ -431,6 +431,40 @@ fn the_image_runs_read_only_as_10001_and_syncs_from_the_dev_server() {
     assert_ne!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(err.to_lowercase().contains("read-only"), "{err}");
     eprint!("{err}");
+    // The image's trust store is found where the system's TLS stack
+    // looks: an https:// URL gets as far as connecting (to a closed
+    // port). Hidden under an empty directory, as on a host without
+    // ca-certificates, http:// needs none, and https:// names both fixes.
+    let https = server.replace(&url, "https://127.0.0.1:9");
+    std::fs::write(
+        etc.join("https.yaml"),
+        format!(
+            "{https}targets:\n  - {{ path: /tmp/out/https, format: raw, resource: {} }}\n",
+            ids::V4_PASSWORD_STRING
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = image.run(&["once", "-c", "/etc/passbolt-sync/https.yaml"], volumes);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("TLS setup"), "{err}");
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+    let empty = scratch.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let mut no_store = volumes.to_vec();
+    no_store.push((&empty, "/etc/ssl", true));
+    let (code, out, err) = image.run(&["once", "-c", "/etc/passbolt-sync/files.yaml"], &no_store);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let (code, _, err) = image.run(&["once", "-c", "/etc/passbolt-sync/https.yaml"], &no_store);
+    assert_eq!(code, 1, "{err}");
+    for part in [
+        "TLS setup: no CA certificate to check the certificate of https://127.0.0.1:9",
+        "this host has no trust store",
+        "ca-certificates package",
+        "set server.ca_file",
+    ] {
+        assert!(err.contains(part), "no {part:?} in {err}");
+    }
+    eprint!("{err}");
     // A config that is not there: status 2, naming it.
     let (code, _, err) = image.run(&["once", "-c", "/etc/passbolt-sync/none.yaml"], volumes);
     assert_eq!(code, 2, "{err}");
