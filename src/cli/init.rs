@@ -405,8 +405,10 @@ async fn fetch_server_key(domain: &str) -> Result<PublicKey, InitError> {
         url: url.clone(),
         detail,
     };
+    let roots = passbolt_client::trusted(domain, None, false).map_err(&fail)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .tls_certs_only(roots)
         .build()
         .map_err(|e| fail(e.to_string()))?;
     let reply = http

@@ -18,6 +18,7 @@ mod faults;
 mod get_env;
 mod hardening;
 mod hooks;
+mod image;
 mod incremental;
 mod init;
 mod layers;

@@ -168,6 +168,11 @@ fn the_debian_package_ships_what_it_should_and_lintian_reports_no_error() {
     for lib in ["libc6", "libnettle8", "libhogweed6", "libgmp10"] {
         assert!(depends.contains(lib), "Depends: {depends}");
     }
+    // What no shared library shows: the trust store for https:// servers.
+    assert!(
+        depends.split(", ").any(|d| d == "ca-certificates"),
+        "Depends: {depends}"
+    );
 
     // The file list, with modes and owners.
     let listing = stdout(Command::new("dpkg-deb").arg("-c").arg(&deb));

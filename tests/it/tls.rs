@@ -364,3 +364,154 @@ fn client_identity_never_prints() {
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
     assert!(shown.contains("redacted"), "{shown}");
 }
+
+/// The environment of a host without a trust store (a minimal container):
+/// `SSL_CERT_FILE` names no file and `SSL_CERT_DIR` an empty directory,
+/// which replace the system's defaults as they do for OpenSSL.
+fn no_trust_store(dir: &Path) -> (String, String) {
+    let empty = dir.join("empty-certs");
+    std::fs::create_dir_all(&empty).unwrap();
+    (
+        empty.join("ca-certificates.crt").display().to_string(),
+        empty.display().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn plain_http_needs_no_trust_store() {
+    let server = common::devserver(Options::default()).await;
+    assert!(server.url().starts_with("http://"), "{}", server.url());
+    let dir = tempfile::tempdir().unwrap();
+    let (file, certs) = no_trust_store(dir.path());
+    let cfg = config(dir.path(), &server.url(), &server.server_fingerprint(), "");
+    let env = [
+        ("SSL_CERT_FILE", file.as_str()),
+        ("SSL_CERT_DIR", certs.as_str()),
+    ];
+    let (code, out, err) = run("once", &cfg, &env).await;
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/legacy")).unwrap(),
+        "legacy-db-pass"
+    );
+    // Not even a warning about the store nobody needs.
+    assert!(!err.contains("CA"), "{err}");
+}
+
+#[tokio::test]
+async fn ca_file_needs_no_trust_store() {
+    let ca = new_ca("passbolt-sync test CA");
+    let server = https_server(server_cert(&ca, &["127.0.0.1"], Validity::Now), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, certs) = no_trust_store(dir.path());
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let cfg = config(
+        dir.path(),
+        &server.url(),
+        &server.server_fingerprint(),
+        &format!("  ca_file: {}\n", ca_file.display()),
+    );
+    let env = [
+        ("SSL_CERT_FILE", file.as_str()),
+        ("SSL_CERT_DIR", certs.as_str()),
+    ];
+    let (code, out, err) = run("once", &cfg, &env).await;
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/legacy")).unwrap(),
+        "legacy-db-pass"
+    );
+    assert!(!err.contains("CA"), "{err}");
+}
+
+#[tokio::test]
+async fn https_without_any_trusted_ca_names_what_is_missing_and_both_fixes() {
+    let ca = new_ca("passbolt-sync test CA");
+    let server = https_server(server_cert(&ca, &["127.0.0.1"], Validity::Now), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, certs) = no_trust_store(dir.path());
+    let cfg = config(dir.path(), &server.url(), &server.server_fingerprint(), "");
+    let env = [
+        ("SSL_CERT_FILE", file.as_str()),
+        ("SSL_CERT_DIR", certs.as_str()),
+    ];
+    for command in ["once", "resources"] {
+        let (code, out, err) = run(command, &cfg, &env).await;
+        assert_ne!(code, 0, "{command}: stdout: {out}\nstderr: {err}");
+        for part in [
+            format!(
+                "no CA certificate to check the certificate of {}",
+                server.url()
+            ),
+            format!("found none in SSL_CERT_FILE {file}"),
+            format!("SSL_CERT_DIR {certs}"),
+            "server.ca_file is not set".into(),
+            "ca-certificates package".into(),
+            "set server.ca_file to the PEM of the CA".into(),
+        ] {
+            assert!(err.contains(&part), "{command}: no {part:?} in:\n{err}");
+        }
+        assert!(!err.contains("builder error"), "{command}: {err}");
+    }
+    assert_eq!(server.count_logins(), 0);
+}
+
+#[tokio::test]
+async fn ssl_cert_file_and_ssl_cert_dir_are_the_system_store() {
+    let ca = new_ca("passbolt-sync test CA");
+    let server = https_server(server_cert(&ca, &["127.0.0.1"], Validity::Now), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (missing, empty) = no_trust_store(dir.path());
+    let bundle = write(dir.path(), "bundle.pem", &ca.pem);
+    let ca_dir = dir.path().join("ca-dir");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    write(&ca_dir, "test-ca.pem", &ca.pem);
+    let cfg = config(dir.path(), &server.url(), &server.server_fingerprint(), "");
+    let bundle = bundle.display().to_string();
+    let ca_dir = ca_dir.display().to_string();
+    // Either variable alone, the other naming nothing usable; a list of
+    // directories, as OpenSSL reads it.
+    let dirs = format!("{empty}:{ca_dir}");
+    for env in [
+        [
+            ("SSL_CERT_FILE", bundle.as_str()),
+            ("SSL_CERT_DIR", empty.as_str()),
+        ],
+        [
+            ("SSL_CERT_FILE", missing.as_str()),
+            ("SSL_CERT_DIR", ca_dir.as_str()),
+        ],
+        [
+            ("SSL_CERT_FILE", missing.as_str()),
+            ("SSL_CERT_DIR", dirs.as_str()),
+        ],
+    ] {
+        let (code, out, err) = run("resources", &cfg, &env).await;
+        assert_eq!(code, 0, "{env:?}: stdout: {out}\nstderr: {err}");
+        assert!(out.contains(ids::V4_PASSWORD_STRING), "{out}");
+    }
+}
+
+#[tokio::test]
+async fn a_ca_file_rustls_cannot_use_is_named_not_a_builder_error() {
+    let server = common::devserver(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write(
+        dir.path(),
+        "ca.pem",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    let cfg = config(
+        dir.path(),
+        &server.url(),
+        &server.server_fingerprint(),
+        &format!("  ca_file: {}\n", ca_file.display()),
+    );
+    let (code, out, err) = run("resources", &cfg, &[]).await;
+    assert_ne!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("server.ca_file: certificate 1 is not a usable CA"),
+        "{err}"
+    );
+    assert!(!err.contains("builder error"), "{err}");
+}

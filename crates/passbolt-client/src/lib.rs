@@ -14,6 +14,8 @@ pub mod secret;
 pub mod session;
 mod tls;
 
+pub use tls::trusted;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

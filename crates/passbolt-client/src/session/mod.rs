@@ -203,6 +203,7 @@ pub(crate) struct Reply {
     pub set_cookies: Vec<String>,
     pub body: Vec<u8>,
 }
+
 impl Session {
     pub fn new(opts: SessionOptions, key: Arc<PrivateKey>) -> Result<Session, ClientError> {
         let mut builder = reqwest::Client::builder()
@@ -211,11 +212,9 @@ impl Session {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10).min(opts.timeout))
             .timeout(opts.timeout);
-        if let Some(pem) = &opts.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| ClientError::Tls(format!("server.ca_file: {e}")))?;
-            builder = builder.tls_certs_merge(certs);
-        }
+        let roots = crate::tls::trusted(&opts.base_url, opts.ca_pem.as_deref(), true)
+            .map_err(ClientError::Tls)?;
+        builder = builder.tls_certs_only(roots);
         if let Some(ClientIdentity(pem)) = &opts.client_identity {
             // reqwest's message names no key material, only what is wrong.
             let identity = reqwest::Identity::from_pem(pem).map_err(|e| {
