@@ -317,6 +317,8 @@ fn targets_of(config: &Config) -> Vec<(PathBuf, String)> {
 fn login_failure(e: &ClientError) -> Option<&'static str> {
     Some(match e {
         ClientError::LoginRefused { .. } => "refused",
+        ClientError::BaseUrlMismatch { .. } => "base_url",
+        ClientError::ClockSkew { .. } => "clock",
         ClientError::UserNotFound { .. } => "user_not_found",
         ClientError::MfaRequired { .. } => "mfa_required",
         ClientError::ServerNotAuthenticated(_) => "server_not_authenticated",

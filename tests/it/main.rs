@@ -22,6 +22,7 @@ mod image;
 mod incremental;
 mod init;
 mod layers;
+mod login_cause;
 mod metrics;
 mod mfa;
 mod no_secret_in_errors;

@@ -74,10 +74,33 @@ pub enum ClientError {
         "the server's OpenPGP key changed from {previous} to {current} while running; pin server.fingerprint to accept a new key"
     )]
     ServerKeyChanged { previous: String, current: String },
+    #[error("{}", refused(user_id, message, key.as_ref()))]
+    LoginRefused {
+        user_id: String,
+        message: String,
+        /// The configured key, when the base URL and the clock were both
+        /// checked before the challenge: only the user id and the key
+        /// remain as causes, and the key is named so the operator can
+        /// compare it with the server's.
+        key: Option<KeyIdentity>,
+    },
     #[error(
-        "login refused for user {user_id}: {message:?} (HTTP 400). Check auth.user_id, that the key is this user's, that server.url is exactly the server's base URL, and the clock"
+        "server.url must be {announced}, the base URL this server announces (app.url at /settings.json), not {configured}: the server refuses a login challenge for any other spelling of its address"
     )]
-    LoginRefused { user_id: String, message: String },
+    BaseUrlMismatch {
+        configured: String,
+        /// `app.url` without its trailing slash.
+        announced: String,
+    },
+    #[error(
+        "this host's clock is {} the server's: the server's signed login answer would be dated more than {} min in the future and refused; set this host's clock (NTP)",
+        clock_offset(*offset_secs),
+        pgp::CLOCK_SKEW_TOLERANCE.as_secs() / 60
+    )]
+    ClockSkew {
+        /// Server clock minus this host's, in seconds.
+        offset_secs: i64,
+    },
     #[error("user {user_id} does not exist, is not active or has been deleted (HTTP 404 at login)")]
     UserNotFound { user_id: String },
     #[error("server authentication failed: {0}")]
@@ -118,6 +141,47 @@ pub enum ClientError {
     NoRefreshToken,
 }
 
+/// The user's key as the server's Profile > Keys page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdentity {
+    pub fingerprint: String,
+    pub user_ids: Vec<String>,
+}
+
+fn refused(user_id: &str, message: &str, key: Option<&KeyIdentity>) -> String {
+    let head = format!("login refused for user {user_id}: {message:?} (HTTP 400).");
+    match key {
+        None => format!(
+            "{head} Check auth.user_id, that the key is this user's, that server.url is exactly the server's base URL, and the clock"
+        ),
+        Some(key) => format!(
+            "{head} server.url is the base URL the server announces and the clock agrees with the server's, so either auth.user_id is not this key's account or the key is another user's: the key is {}{}; compare it with Profile > Keys of the user auth.user_id names",
+            key.fingerprint,
+            if key.user_ids.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", key.user_ids.join(", "))
+            }
+        ),
+    }
+}
+
+/// `7 min 12 s behind` / `2 h 0 min 5 s ahead of`: how this host's clock
+/// stands against the server's, `offset` being server minus host.
+fn clock_offset(offset: i64) -> String {
+    let n = offset.unsigned_abs();
+    let (h, m, s) = (n / 3600, n / 60 % 60, n % 60);
+    let amount = if h > 0 {
+        format!("{h} h {m} min {s} s")
+    } else if m > 0 {
+        format!("{m} min {s} s")
+    } else {
+        format!("{s} s")
+    };
+    let side = if offset >= 0 { "behind" } else { "ahead of" };
+    format!("{amount} {side}")
+}
+
 impl ClientError {
     /// The server is down or failing: keep every file and retry later.
     pub fn is_outage(&self) -> bool {
@@ -131,11 +195,13 @@ impl ClientError {
 
     /// Retrying soon cannot help and may harm: the TOTP seed is wrong (the
     /// server logs the account out after a few rejected codes) or the
-    /// account's MFA cannot be answered. The operator must fix the config.
+    /// account's MFA cannot be answered, or server.url is not the server's
+    /// base URL. The operator must fix the config.
     pub fn is_misconfiguration(&self) -> bool {
         matches!(
             self,
-            ClientError::MfaRequired { .. }
+            ClientError::BaseUrlMismatch { .. }
+                | ClientError::MfaRequired { .. }
                 | ClientError::MfaUnsupported { .. }
                 | ClientError::MfaRejected { .. }
                 | ClientError::MfaLockedOut { .. }

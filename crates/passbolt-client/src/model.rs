@@ -44,6 +44,21 @@ pub struct VerifyBody {
     pub keydata: String,
 }
 
+/// The part of `GET /settings.json` (as a guest sees it) the login needs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SettingsBody {
+    #[serde(default)]
+    pub app: Option<AppSettings>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AppSettings {
+    /// The server's base URL, with a trailing `/`: the exact string a login
+    /// challenge's `domain` is compared with.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ChallengeBody {
     pub challenge: String,

@@ -89,7 +89,22 @@ impl PublicKey {
     pub fn cert(&self) -> &Cert {
         &self.cert
     }
+
+    /// The key's user ids (`Name <email>`), as the server's Profile > Keys
+    /// page lists them.
+    pub fn user_ids(&self) -> Vec<String> {
+        self.cert
+            .userids()
+            .map(|u| String::from_utf8_lossy(u.userid().value()).into_owned())
+            .collect()
+    }
 }
+
+/// How far in the future a signature may be dated and still verify: an
+/// answer signed by a server whose clock is further ahead of ours is
+/// refused.
+pub const CLOCK_SKEW_TOLERANCE: std::time::Duration =
+    openpgp::packet::signature::subpacket::CLOCK_SKEW_TOLERANCE;
 
 /// An unlocked private key. Unlocking (the passphrase KDF, over every
 /// locked subkey) costs up to several hundred milliseconds with GnuPG's
@@ -259,6 +274,23 @@ impl PrivateKey {
         encrypt(recipient, Some(signer), plaintext)
     }
 
+    /// `encrypt_and_sign` with the signature dated `at` rather than now:
+    /// the dev server signs by its own (movable) clock, as a real server
+    /// signs by its system clock.
+    pub fn encrypt_and_sign_at(
+        &self,
+        recipient: &PublicKey,
+        plaintext: &[u8],
+        at: std::time::SystemTime,
+    ) -> Result<String, PgpError> {
+        let signer = self.signer.clone().ok_or_else(|| PgpError::NoUsableKey {
+            fingerprint: self.fingerprint(),
+            purpose: "signing",
+        })?;
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        encrypt_inner(recipient, Some((signer, Some(at))), plaintext)
+    }
+
     /// Signs `text` as a cleartext-signed message (`gpg --clearsign`), the
     /// way the browser extension signs an account kit.
     pub fn sign_cleartext(&self, text: &[u8]) -> Result<String, PgpError> {
@@ -344,6 +376,14 @@ pub fn encrypt(
     signer: Option<KeyPair>,
     plaintext: &[u8],
 ) -> Result<String, PgpError> {
+    encrypt_inner(recipient, signer.map(|kp| (kp, None)), plaintext)
+}
+
+fn encrypt_inner(
+    recipient: &PublicKey,
+    signer: Option<(KeyPair, Option<std::time::SystemTime>)>,
+    plaintext: &[u8],
+) -> Result<String, PgpError> {
     let enc = |e: anyhow::Error| PgpError::Encrypt(e.to_string());
     let recipients: Vec<_> = recipient
         .cert
@@ -370,10 +410,13 @@ pub fn encrypt(
             .build()
             .map_err(enc)?;
         let message = match signer {
-            Some(kp) => Signer::new(message, kp)
-                .map_err(enc)?
-                .build()
-                .map_err(enc)?,
+            Some((kp, at)) => {
+                let mut signer = Signer::new(message, kp).map_err(enc)?;
+                if let Some(at) = at {
+                    signer = signer.creation_time(at);
+                }
+                signer.build().map_err(enc)?
+            }
             None => message,
         };
         let mut w = LiteralWriter::new(message).build().map_err(enc)?;
@@ -584,10 +627,26 @@ pub fn generate_key(
     cipher: CipherSuite,
     passphrase: Option<&str>,
 ) -> Result<(PrivateKey, String), PgpError> {
-    let (cert, _) = CertBuilder::general_purpose(Some(userid))
+    generate_key_created(userid, cipher, passphrase, None)
+}
+
+/// `generate_key` with the key dated `created` (default: now): the dev
+/// server's key predates its movable clock, as a real server's key
+/// predates its signatures.
+pub fn generate_key_created(
+    userid: &str,
+    cipher: CipherSuite,
+    passphrase: Option<&str>,
+    created: Option<std::time::SystemTime>,
+) -> Result<(PrivateKey, String), PgpError> {
+    let mut builder = CertBuilder::general_purpose(Some(userid))
         .set_profile(openpgp::Profile::RFC4880)
         .and_then(|b| b.set_features(openpgp::types::Features::empty().set_seipdv1()))
-        .map_err(|e| PgpError::BadKey(e.to_string()))?
+        .map_err(|e| PgpError::BadKey(e.to_string()))?;
+    if let Some(created) = created {
+        builder = builder.set_creation_time(created);
+    }
+    let (cert, _) = builder
         .set_cipher_suite(cipher)
         .set_password(passphrase.map(Password::from))
         .generate()
@@ -614,4 +673,41 @@ pub fn normalize_fingerprint(s: &str) -> String {
         .filter(|c| !c.is_whitespace())
         .collect::<String>()
         .to_ascii_uppercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// Why a server clock far ahead fails the login: its answer's
+    /// signature is dated in our future beyond the tolerance.
+    #[test]
+    fn a_signature_dated_past_the_tolerance_in_the_future_does_not_verify() {
+        let created = SystemTime::now() - Duration::from_secs(3600);
+        let (server, _) =
+            generate_key_created("s <s@x.invalid>", CipherSuite::Cv25519, None, Some(created))
+                .unwrap();
+        let (user, _) =
+            generate_key_created("u <u@x.invalid>", CipherSuite::Cv25519, None, Some(created))
+                .unwrap();
+        let within = SystemTime::now() + CLOCK_SKEW_TOLERANCE - Duration::from_secs(120);
+        let msg = server
+            .encrypt_and_sign_at(&user.public(), b"{}", within)
+            .unwrap();
+        assert_eq!(
+            &user
+                .decrypt_verify(&server.public(), msg.as_bytes())
+                .unwrap()[..],
+            b"{}"
+        );
+        let beyond = SystemTime::now() + CLOCK_SKEW_TOLERANCE + Duration::from_secs(120);
+        let msg = server
+            .encrypt_and_sign_at(&user.public(), b"{}", beyond)
+            .unwrap();
+        assert!(
+            user.decrypt_verify(&server.public(), msg.as_bytes())
+                .is_err()
+        );
+    }
 }

@@ -201,6 +201,9 @@ pub struct Faults {
     /// Answer as a passbolt 4 server would: no `/metadata/*` endpoints,
     /// no v5 resource types, and no item with encrypted metadata.
     pub pre_v5: bool,
+    /// Leave `app.url` out of `/settings.json`, as an older server or a
+    /// proxy that filters the settings would.
+    pub hide_app_url: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -309,6 +312,9 @@ pub(crate) struct State {
     pub opts: Options,
     pub clock: clock::Clock,
     pub data: Mutex<Data>,
+    /// The base URL the server believes it has (passbolt's
+    /// `App.fullBaseUrl`) when a test set one other than `base_url`.
+    pub full_base_url: Mutex<Option<String>>,
 }
 
 impl State {
@@ -321,9 +327,14 @@ impl State {
     }
 
     /// The domain the server believes it has, as envelopes and logins
-    /// carry it.
+    /// carry it, `/settings.json` announces it as `app.url`, and a login
+    /// challenge must name it.
     pub fn domain(&self) -> String {
-        format!("{}/", self.base_url)
+        self.full_base_url
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| format!("{}/", self.base_url))
     }
 }
 
@@ -529,6 +540,19 @@ impl DevServer {
     /// the frozen time), as a server with a wrong clock would have.
     pub fn set_clock_offset(&self, seconds: i64) {
         self.state.clock.set_offset(seconds);
+    }
+
+    /// Makes the server believe its base URL is `url` (passbolt's
+    /// `App.fullBaseUrl`, e.g. `http://localhost:8080/passbolt/`) while it
+    /// is still reached at `url()`: `/settings.json` announces it and a
+    /// login must name it, as a server configured for another address
+    /// does. `None` goes back to its own address.
+    pub fn set_full_base_url(&self, url: Option<&str>) {
+        *self
+            .state
+            .full_base_url
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = url.map(str::to_string);
     }
 
     /// Replaces `user_id`'s copy of a resource's secret with one encrypted
@@ -839,10 +863,14 @@ fn build_state(
     accounts: Vec<Account>,
 ) -> Result<State, DevServerError> {
     // Curve25519 keeps start-up fast; the client code path is the same.
-    let (server_key, _) = pgp::generate_key(
+    // Dated a month back: the server signs by its clock, which tests move
+    // back by hours, and a signature older than its key does not verify.
+    let created = std::time::SystemTime::now() - Duration::from_secs(30 * 24 * 3600);
+    let (server_key, _) = pgp::generate_key_created(
         "Passbolt dev server <server@passbolt.invalid>",
         pgp::CipherSuite::Cv25519,
         None,
+        Some(created),
     )
     .map_err(DevServerError::crypto)?;
     let (other_key, _) = pgp::generate_key(
@@ -867,6 +895,7 @@ fn build_state(
         jwt,
         opts,
         clock,
+        full_base_url: Mutex::new(None),
         data: Mutex::new(Data {
             accounts,
             resources: IndexMap::new(),

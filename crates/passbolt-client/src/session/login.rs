@@ -48,6 +48,58 @@ impl Session {
         Ok(key)
     }
 
+    /// Once per process, before the first challenge: the two causes of a
+    /// refused login that can be known without sending one. `GET
+    /// /settings.json` (unauthenticated) carries `app.url`, the string the
+    /// server compares the challenge's `domain` with (trailing slashes
+    /// forgiven), and `header.servertime`. The challenge's expiry is taken
+    /// from the server's clock, so an offset matters only where it cannot
+    /// be corrected: the server signs its answer by its own clock, and a
+    /// signature dated beyond OpenPGP's tolerance in our future is refused.
+    /// A server that announces no base URL (older versions, a proxy that
+    /// filters the settings) leaves that cause unchecked, as before.
+    async fn precheck(&self) -> Result<(), ClientError> {
+        if self.prechecked.lock().expect("not poisoned").is_some() {
+            return Ok(());
+        }
+        let path = "/settings.json";
+        let reply = self.send(Method::GET, path, None, None::<&()>).await?;
+        let (announced, servertime) = match self.decode_timed::<SettingsBody>(path, &reply) {
+            Ok((body, servertime)) => (body.app.and_then(|a| a.url), servertime),
+            Err(e) => {
+                tracing::debug!(error = %e, "no settings to check the base URL against");
+                (None, None)
+            }
+        };
+        if announced.is_none() {
+            tracing::debug!("the server announces no base URL (app.url); server.url not checked");
+        }
+        if let Some(announced) = &announced
+            && announced.trim_end_matches('/') != self.opts.base_url.trim_end_matches('/')
+        {
+            return Err(ClientError::BaseUrlMismatch {
+                configured: self.opts.base_url.clone(),
+                announced: announced.trim_end_matches('/').to_string(),
+            });
+        }
+        if let Some(t) = servertime {
+            let offset = t - now();
+            // A minute short of the tolerance: the offset is measured to
+            // the second, across a round trip.
+            let tolerance = crate::pgp::CLOCK_SKEW_TOLERANCE.as_secs() as i64 - 60;
+            if offset > tolerance {
+                return Err(ClientError::ClockSkew {
+                    offset_secs: offset,
+                });
+            }
+        }
+        *self.prechecked.lock().expect("not poisoned") = Some(Prechecked {
+            base_url: announced.is_some(),
+            clock: servertime.is_some(),
+        });
+        Ok(())
+    }
+
     /// A full login; replaces whatever tokens the session had.
     pub async fn login(&self) -> Result<(), ClientError> {
         let (mut tokens, _gate) = self.exclusive().await;
@@ -68,6 +120,7 @@ impl Session {
         tokens.access = None;
         tokens.refresh = None;
         let server_key = self.verify_server().await?;
+        self.precheck().await?;
         let (challenge, verify_token) = self.sign_challenge(&server_key).await?;
         let body = self.post_challenge(challenge).await?;
         let response = self.check_answer(&server_key, body, &verify_token).await?;
@@ -141,12 +194,26 @@ impl Session {
             }) => Err(ClientError::LoginRefused {
                 user_id: self.opts.user_id.clone(),
                 message,
+                key: self.remaining_causes(),
             }),
             Err(ClientError::Http { status: 404, .. }) => Err(ClientError::UserNotFound {
                 user_id: self.opts.user_id.clone(),
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// The key to name in a refusal when the base URL and the clock were
+    /// both checked and only the user id and the key remain as causes.
+    fn remaining_causes(&self) -> Option<KeyIdentity> {
+        let checked = (*self.prechecked.lock().expect("not poisoned"))?;
+        (checked.base_url && checked.clock).then(|| {
+            let public = self.key.public();
+            KeyIdentity {
+                fingerprint: public.fingerprint(),
+                user_ids: public.user_ids(),
+            }
+        })
     }
 
     /// Authenticates the server by its answer: it must decrypt with our key,

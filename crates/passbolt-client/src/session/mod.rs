@@ -34,13 +34,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use zeroize::Zeroizing;
 
-use crate::ClientError;
 use crate::mfa::{self, TotpSeed};
 use crate::model::{
     AccessTokenBody, ChallengeBody, ChallengeRequest, ChallengeResponse, Claims, Envelope,
-    HeaderOnly, VerifyBody,
+    HeaderOnly, SettingsBody, VerifyBody,
 };
 use crate::pgp::{PrivateKey, PublicKey};
+use crate::{ClientError, KeyIdentity};
 
 pub const PROTOCOL_VERSION: &str = "1.0.0";
 
@@ -173,6 +173,8 @@ pub struct Session {
     mfa_verifications: AtomicU64,
     /// Server clock minus local clock, in seconds, from `header.servertime`.
     skew: AtomicI64,
+    /// What the check before the first login compared, once it passed.
+    prechecked: StdMutex<Option<Prechecked>>,
     /// Refresh token lifetime in seconds as the last refresh cookie gave it
     /// (0 until one did): the login payload carries no expiry, so a token
     /// from a login is given the lifetime the server last announced.
@@ -192,6 +194,14 @@ impl std::fmt::Debug for Session {
             .field("user_id", &self.opts.user_id)
             .finish_non_exhaustive()
     }
+}
+
+/// What the check before the first login could compare: a server that
+/// does not announce its base URL (or its time) leaves that cause open.
+#[derive(Debug, Clone, Copy)]
+struct Prechecked {
+    base_url: bool,
+    clock: bool,
 }
 
 /// A response read whole, before its status is interpreted.
@@ -240,6 +250,7 @@ impl Session {
             mfa_cookie: StdMutex::new(None),
             mfa_verifications: AtomicU64::new(0),
             skew: AtomicI64::new(0),
+            prechecked: StdMutex::new(None),
             refresh_lifetime: AtomicI64::new(0),
             logins: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),

@@ -152,8 +152,12 @@ async fn the_wrong_key_for_the_user_is_a_400_login_refusal() {
     );
     let err = c.login().await.unwrap_err();
     match &err {
-        ClientError::LoginRefused { message, .. } => {
-            assert_eq!(message, "The credentials are invalid.")
+        ClientError::LoginRefused { message, key, .. } => {
+            assert_eq!(message, "The credentials are invalid.");
+            // Both pre-checks passed: the key is named.
+            let key = key.as_ref().expect("the key named");
+            assert_eq!(key.fingerprint, bob.public.fingerprint());
+            assert_eq!(key.user_ids, bob.public.user_ids());
         }
         other => panic!("{other}"),
     }
@@ -167,13 +171,41 @@ async fn a_wrong_base_url_is_refused_by_the_server_domain_check() {
     // resolver, unlike localhost): the server compares strings exactly.
     let url = server.url().replace("127.0.0.1", "127.1");
     let c = custom_client(
+        url.clone(),
+        alice.id.clone(),
+        Some(server.server_fingerprint()),
+        &alice,
+    );
+    // The base URL the server announces is compared before the challenge.
+    let err = c.login().await.unwrap_err();
+    match &err {
+        ClientError::BaseUrlMismatch {
+            configured,
+            announced,
+        } => {
+            assert_eq!(configured, &url);
+            assert_eq!(announced, &server.url());
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(server.count_logins(), 0);
+    assert!(server.attacks().is_empty(), "no challenge sent");
+    // A server that announces none: the server's own check refuses it.
+    server.set_faults(Faults {
+        hide_app_url: true,
+        ..Faults::default()
+    });
+    let c = custom_client(
         url,
         alice.id.clone(),
         Some(server.server_fingerprint()),
         &alice,
     );
     let err = c.login().await.unwrap_err();
-    assert!(matches!(err, ClientError::LoginRefused { .. }), "{err}");
+    assert!(
+        matches!(err, ClientError::LoginRefused { key: None, .. }),
+        "{err}"
+    );
     assert!(server.events().iter().any(|e| matches!(e,
         passbolt_devserver::Event::LoginRejected { reason, .. } if reason.contains("domain is invalid"))));
 }

@@ -175,11 +175,12 @@ async fn check_challenge(
         Err(_) => return Err(reject("The challenge is invalid. Validation Failed.")),
     };
     let attack = |kind| state.data().events.push(Event::Attack { kind });
-    if challenge.domain.trim_end_matches('/') != state.base_url.trim_end_matches('/') {
+    let domain = state.domain();
+    if challenge.domain.trim_end_matches('/') != domain.trim_end_matches('/') {
         attack(AttackKind::WrongDomain);
         return Err(reject(&format!(
-            "The domain is invalid. Expected: {}/ and got {}",
-            state.base_url, challenge.domain
+            "The domain is invalid. Expected: {domain} and got {}",
+            challenge.domain
         )));
     }
     if challenge.version != "1.0.0" {
@@ -231,7 +232,7 @@ async fn answer_challenge(
     let refresh_token = new_refresh_token(&state, &user_id);
     let mut response = json!({
         "version": "1.0.0",
-        "domain": faults.wrong_domain.clone().unwrap_or_else(|| format!("{}/", state.base_url)),
+        "domain": faults.wrong_domain.clone().unwrap_or_else(|| state.domain()),
         "access_token": access_token,
         "refresh_token": refresh_token,
         "verify_token": if faults.wrong_verify_token { uuid::Uuid::new_v4().to_string() } else { challenge.verify_token.clone() },
@@ -263,7 +264,12 @@ async fn answer_challenge(
         } else {
             &st.server_key
         };
-        signer.encrypt_and_sign(&account.key, response.to_string().as_bytes())
+        // Signed by the server's clock, as gnupg signs by the system's.
+        signer.encrypt_and_sign_at(
+            &account.key,
+            response.to_string().as_bytes(),
+            st.clock.system_time(),
+        )
     })
     .await
     .expect("encryption task");

@@ -160,12 +160,20 @@ pub(super) async fn route(
         (Method::GET, "/healthcheck/status.json") => {
             envelope(state, StatusCode::OK, path, "OK", json!("OK"))
         }
-        (Method::GET, "/settings.json") => success(
-            state,
-            path,
-            json!({"app": {"url": format!("{}/", state.base_url)},
-                   "passbolt": {"plugins": {"jwtAuthentication": {"enabled": true}}}}),
-        ),
+        (Method::GET, "/settings.json") => {
+            // What a guest sees of the real server's settings
+            // (`settingsVisibility.whiteListPublic`).
+            let mut app = json!({});
+            if !state.data().faults.hide_app_url {
+                app["url"] = json!(state.domain());
+            }
+            success(
+                state,
+                path,
+                json!({"app": app,
+                       "passbolt": {"plugins": {"jwtAuthentication": {"enabled": true}}}}),
+            )
+        }
         (Method::GET, "/auth/jwt/jwks.json") => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
