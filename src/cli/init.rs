@@ -16,10 +16,10 @@ use crate::config::{self, Config, Format};
 use crate::sync::write::{self, WriteError, WriteSpec};
 use passbolt_client::account_kit::{AccountKit, KitError, VerifiedKit};
 use passbolt_client::mfa::TotpSeed;
-use passbolt_client::model::{Envelope, VerifyBody};
+use passbolt_client::model::{Envelope, SettingsBody, VerifyBody};
 use passbolt_client::pgp::{PgpError, PrivateKey, PublicKey};
 use passbolt_client::secret::Resource;
-use passbolt_client::{Client, SessionOptions};
+use passbolt_client::{Client, ClientError, SessionOptions};
 
 pub const DEFAULT_DIR: &str = "/etc/passbolt-sync";
 
@@ -46,6 +46,10 @@ pub enum InitError {
         kit: String,
         served: String,
     },
+    #[error(
+        "the account kit's domain is {domain}, but the server there announces its base URL as {announced} (app.url at /settings.json): it would refuse every login for {domain}. The kit's domain is what the browser used; the server's App.fullBaseUrl differs from it"
+    )]
+    DomainMismatch { domain: String, announced: String },
     #[error("{} already exist(s); pass --force to overwrite", list(.0))]
     Exists(Vec<PathBuf>),
     #[error("cannot create {path}: {source}")]
@@ -225,6 +229,19 @@ async fn verify(kit_path: &Path, out: &mut dyn Write) -> Result<(VerifiedKit, St
         served.fingerprint()
     )
     .map_err(w)?;
+    // The login's own check, before anything is written and whether or
+    // not init logs in: the kit's domain becomes server.url.
+    let (announced, offset) = fetch_settings(&domain).await;
+    passbolt_client::session::check_announced(&domain, announced.as_deref(), offset).map_err(
+        |e| match e {
+            ClientError::BaseUrlMismatch { announced, .. } => InitError::DomainMismatch {
+                domain: domain.clone(),
+                announced,
+            }
+            .into(),
+            e => AppError::Client(e),
+        },
+    )?;
     Ok((verified, domain))
 }
 
@@ -424,6 +441,37 @@ async fn fetch_server_key(domain: &str) -> Result<PublicKey, InitError> {
         .await
         .map_err(|e| fail(format!("not a passbolt answer: {}", e.without_url())))?;
     PublicKey::from_armor(body.body.keydata.as_bytes()).map_err(|e| fail(format!("keydata: {e}")))
+}
+
+/// `app.url` and the clock offset (server minus host, seconds) from
+/// `GET /settings.json`; `None` for what the server does not announce or
+/// when it cannot be read (the check is then skipped, as the login's is).
+async fn fetch_settings(domain: &str) -> (Option<String>, Option<i64>) {
+    let url = format!("{domain}/settings.json");
+    let reply = async {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        http.get(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await?
+            .error_for_status()?
+            .json::<Envelope<SettingsBody>>()
+            .await
+    }
+    .await;
+    let local = passbolt_client::session::unix_now();
+    match reply {
+        Ok(e) => (
+            e.body.app.and_then(|a| a.url),
+            e.header.servertime.map(|t| t - local),
+        ),
+        Err(e) => {
+            tracing::debug!("no settings at {url}: {}", e.without_url());
+            (None, None)
+        }
+    }
 }
 
 /// Logs in with the kit's key and lists what the account can read (no

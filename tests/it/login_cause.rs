@@ -212,3 +212,40 @@ async fn the_check_is_one_settings_request_per_process() {
         ]
     );
 }
+
+/// `init` takes server.url from the kit's domain: the same check, before
+/// anything is written, says which of the two differs.
+#[tokio::test(flavor = "multi_thread")]
+async fn init_names_the_kits_domain_and_the_servers_base_url() {
+    let server = common::devserver(Options::default()).await;
+    let alice = fixture("alice");
+    let tmp = tempfile::tempdir().unwrap();
+    let kit = tmp.path().join("kit");
+    std::fs::write(&kit, common::account_kit(&server, &alice)).unwrap();
+    let announced = format!("{}/passbolt", server.url());
+    server.set_full_base_url(Some(&format!("{announced}/")));
+    let dir = tmp.path().join("etc");
+    let out = common::cli(
+        &[
+            "init",
+            "--account-kit",
+            kit.to_str().unwrap(),
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = common::text(&out);
+    eprintln!("MESSAGE init:\n{stdout}{stderr}");
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the account kit's domain is {}, but the server there announces its base URL as {announced} (app.url at /settings.json)",
+            server.url()
+        )),
+        "{stderr}"
+    );
+    assert!(!dir.exists(), "nothing written");
+    assert_eq!(challenges(&server), 0);
+}

@@ -6,6 +6,37 @@ use super::*;
 
 const LOGIN_PATH: &str = "/auth/jwt/login.json";
 
+/// The check before a first login, on what `/settings.json` announced:
+/// `announced` its `app.url`, `offset` its `header.servertime` minus this
+/// host's clock. Compared as the server compares the challenge's domain
+/// (exactly, trailing slashes forgiven); the clock only where the login
+/// cannot correct for it (see `Session::precheck`). `None` is not checked.
+pub fn check_announced(
+    base_url: &str,
+    announced: Option<&str>,
+    offset: Option<i64>,
+) -> Result<(), ClientError> {
+    if let Some(announced) = announced
+        && announced.trim_end_matches('/') != base_url.trim_end_matches('/')
+    {
+        return Err(ClientError::BaseUrlMismatch {
+            configured: base_url.to_string(),
+            announced: announced.trim_end_matches('/').to_string(),
+        });
+    }
+    // A minute short of the tolerance: the offset is measured to the
+    // second, across a round trip.
+    let tolerance = crate::pgp::CLOCK_SKEW_TOLERANCE.as_secs() as i64 - 60;
+    if let Some(offset) = offset
+        && offset > tolerance
+    {
+        return Err(ClientError::ClockSkew {
+            offset_secs: offset,
+        });
+    }
+    Ok(())
+}
+
 impl Session {
     /// `GET /auth/verify.json`: the server's key, checked against the pin,
     /// against its own announced fingerprint, and against the key this
@@ -74,25 +105,11 @@ impl Session {
         if announced.is_none() {
             tracing::debug!("the server announces no base URL (app.url); server.url not checked");
         }
-        if let Some(announced) = &announced
-            && announced.trim_end_matches('/') != self.opts.base_url.trim_end_matches('/')
-        {
-            return Err(ClientError::BaseUrlMismatch {
-                configured: self.opts.base_url.clone(),
-                announced: announced.trim_end_matches('/').to_string(),
-            });
-        }
-        if let Some(t) = servertime {
-            let offset = t - now();
-            // A minute short of the tolerance: the offset is measured to
-            // the second, across a round trip.
-            let tolerance = crate::pgp::CLOCK_SKEW_TOLERANCE.as_secs() as i64 - 60;
-            if offset > tolerance {
-                return Err(ClientError::ClockSkew {
-                    offset_secs: offset,
-                });
-            }
-        }
+        check_announced(
+            &self.opts.base_url,
+            announced.as_deref(),
+            servertime.map(|t| t - now()),
+        )?;
         *self.prechecked.lock().expect("not poisoned") = Some(Prechecked {
             base_url: announced.is_some(),
             clock: servertime.is_some(),

@@ -14,6 +14,7 @@
 //! verification runs.
 
 mod login;
+pub use login::check_announced;
 mod refresh;
 mod request;
 mod second_factor;
@@ -301,6 +302,11 @@ impl Session {
     pub fn server_key(&self) -> Option<PublicKey> {
         self.server_key.lock().expect("not poisoned").clone()
     }
+}
+
+/// This host's clock, unix seconds.
+pub fn unix_now() -> i64 {
+    now()
 }
 
 pub(super) fn now() -> i64 {
