@@ -249,3 +249,57 @@ async fn init_names_the_kits_domain_and_the_servers_base_url() {
     assert!(!dir.exists(), "nothing written");
     assert_eq!(challenges(&server), 0);
 }
+
+/// A daemon that ticks, refreshes and logs in again makes the check's
+/// request once, at its first login: the idle tick's cost is unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_checks_once_whatever_it_logs_in_again() {
+    let server = common::devserver(Options {
+        access_token_ttl: std::time::Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        &server,
+        &fixture("bob"),
+        &format!(
+            "schedule: every 1s\ntargets:\n  - {{ path: {}/pin, format: raw, resource: {}, field: pin }}\n",
+            dir.path().display(),
+            passbolt_devserver::seed::ids::V5_PIN
+        ),
+    );
+    let d = common::Daemon::start(&config, &[]).await;
+    let pin = dir.path().join("pin");
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(15), || pin.exists()).await,
+        "{}",
+        d.log()
+    );
+    // Two 401s in a row: a refresh, then a full login.
+    server.set_faults(Faults {
+        unauthorized_next: 2,
+        ..Faults::default()
+    });
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(15), || server.count_logins()
+            >= 2)
+        .await,
+        "{}",
+        d.log()
+    );
+    let requests = server.count_requests();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (code, log) = d.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    eprintln!(
+        "COST daemon: {} logins, {} refreshes, {} requests in all, {} GET /settings.json; {} requests in the last 3 s of idle ticks",
+        server.count_logins(),
+        server.count_refreshes(),
+        server.count_requests(),
+        settings_requests(&server),
+        server.count_requests() - requests
+    );
+    assert_eq!(settings_requests(&server), 1, "{log}");
+}
