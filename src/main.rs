@@ -101,6 +101,35 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Change one field of a resource's secret in passbolt, for every user who has access
+    ///
+    /// Reads the current secret, changes the one field, encrypts the whole
+    /// secret to every active user with access (directly or through a
+    /// group; each key checked), and writes it only if nobody changed the
+    /// resource since it was read; then reads it back and checks it. The
+    /// value is never printed unless --print is given.
+    Set {
+        /// The config file (YAML; see sync.example.yaml)
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+        /// A resource id, a name, or Folder/Name
+        selector: String,
+        /// The field: password (default), description, note, pin, totp, custom:LABEL
+        #[arg(long, value_name = "F")]
+        field: Option<String>,
+        /// Read the new value from FILE (one trailing newline dropped)
+        #[arg(long, value_name = "FILE", group = "value")]
+        value_file: Option<PathBuf>,
+        /// Read the new value from standard input (one trailing newline dropped)
+        #[arg(long, group = "value")]
+        stdin: bool,
+        /// Generate the value: the organisation's password policy, at least 128 bits
+        #[arg(long, group = "value")]
+        generate: bool,
+        /// Print the new value on stdout (the report then goes to stderr)
+        #[arg(long)]
+        print: bool,
+    },
     /// Print the exec: variables resolved (e.g. eval "$(passbolt-sync env --format shell)")
     Env {
         /// The config file (YAML; see sync.example.yaml)
@@ -189,7 +218,10 @@ enum Command {
 
 fn init_logging(cli: &Cli) {
     // `get` and `env` print for scripts: their progress is not news.
-    let scripted = matches!(cli.command, Command::Get { .. } | Command::Env { .. });
+    let scripted = matches!(
+        cli.command,
+        Command::Get { .. } | Command::Env { .. } | Command::Set { .. }
+    );
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) if scripted => "warn",
@@ -256,6 +288,50 @@ async fn run(cli: Cli) -> i32 {
             };
             match result.await {
                 Ok(()) => 0,
+                Err(e) => fail(&e, e.exit_code()),
+            }
+        }
+        Command::Set {
+            config,
+            selector,
+            field,
+            value_file,
+            stdin,
+            generate,
+            print,
+        } => {
+            let source = match (value_file, stdin, generate) {
+                (Some(path), _, _) => cli::set::ValueSource::File(path),
+                (None, true, _) => cli::set::ValueSource::Stdin,
+                (None, false, true) => cli::set::ValueSource::Generate,
+                (None, false, false) => {
+                    return fail(
+                        &"set needs the new value: --value-file FILE, --stdin or --generate",
+                        2,
+                    );
+                }
+            };
+            let result = async {
+                let value = cli::set::read_value(&source, &mut std::io::stdin())?;
+                let cfg = cli::load_config(&config).map_err(cli::set::SetError::App)?;
+                let mut stdout = std::io::stdout();
+                let mut stderr = std::io::stderr();
+                if print {
+                    cli::set::set(
+                        &cfg,
+                        &selector,
+                        field.as_deref(),
+                        value,
+                        Some(&mut stdout),
+                        &mut stderr,
+                    )
+                    .await
+                } else {
+                    cli::set::set(&cfg, &selector, field.as_deref(), value, None, &mut stdout).await
+                }
+            };
+            match result.await {
+                Ok(_) => 0,
                 Err(e) => fail(&e, e.exit_code()),
             }
         }
@@ -408,6 +484,7 @@ fn capture_passphrase(command: &Command) {
     let (Command::Run { config }
     | Command::Exec { config, .. }
     | Command::Get { config, .. }
+    | Command::Set { config, .. }
     | Command::Env { config, .. }
     | Command::Once { config, .. }
     | Command::Check { config, .. }

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod get;
 pub mod init;
 pub mod manpage;
+pub mod set;
 pub mod status;
 
 use std::io::Write;

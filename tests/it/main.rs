@@ -30,6 +30,7 @@ mod props;
 mod schedule_driver;
 mod schedule_parse;
 mod server_versions;
+mod set;
 mod sync_e2e;
 mod systemd_units;
 mod template;
