@@ -2,6 +2,7 @@
 //! report and returns whether everything was current, and the one place
 //! where errors become messages and exit statuses (`AppError`).
 
+pub mod create;
 pub mod demo;
 pub mod get;
 pub mod init;

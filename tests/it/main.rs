@@ -8,6 +8,7 @@ mod check_offline;
 mod config;
 mod config_errors;
 mod config_watch;
+mod create;
 mod daemon;
 mod demo;
 mod devserver_incremental;

@@ -196,51 +196,11 @@ impl Client {
         let users: Vec<UserRow> = self.session.get(&path).await?;
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(users.len());
-        let now = chrono::Utc::now();
         for u in users {
             if !seen.insert(u.id.clone()) {
                 continue;
             }
-            let user = u.username.clone().unwrap_or_else(|| u.id.clone());
-            let problem = |fingerprint: &str, problem: &str| WriteError::RecipientKey {
-                id: id.into(),
-                user: user.clone(),
-                fingerprint: fingerprint.into(),
-                problem: problem.into(),
-            };
-            let Some(g) = u.gpgkey else {
-                return Err(problem(
-                    "no key",
-                    "the server lists no OpenPGP key for them",
-                ));
-            };
-            let listed = normalize_fingerprint(g.fingerprint.as_deref().unwrap_or_default());
-            if g.deleted == Some(true) {
-                return Err(problem(&listed, "the server marks the key deleted"));
-            }
-            if let Some(exp) = g.expires.as_deref()
-                && chrono::DateTime::parse_from_rfc3339(exp).is_ok_and(|t| t <= now)
-            {
-                return Err(problem(&listed, &format!("the key expired on {exp}")));
-            }
-            let key =
-                PublicKey::from_armor(g.armored_key.as_deref().unwrap_or_default().as_bytes())
-                    .map_err(|e| problem(&listed, &e.to_string()))?;
-            if key.fingerprint() != listed {
-                return Err(WriteError::FingerprintMismatch {
-                    id: id.into(),
-                    user,
-                    listed,
-                    actual: key.fingerprint(),
-                });
-            }
-            pgp::check_encryption_key(&key).map_err(|e| problem(&listed, &e.to_string()))?;
-            out.push(Recipient {
-                user_id: u.id,
-                username: user,
-                fingerprint: listed,
-                key,
-            });
+            out.push(check_user(id, u)?);
         }
         if !out
             .iter()
@@ -651,4 +611,367 @@ mod tests {
         let e = set("v5-default", "not json s3cr3t", "password", "v").unwrap_err();
         assert!(!e.contains("s3cr3t"), "{e}");
     }
+}
+
+/// A resource to create: its metadata and its password.
+pub struct NewResource<'a> {
+    pub name: &'a str,
+    pub username: Option<&'a str>,
+    pub uri: Option<&'a str>,
+    pub folder_parent_id: Option<&'a str>,
+    pub password: &'a Secret,
+}
+
+/// A created resource.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub id: String,
+    pub slug: String,
+    /// Users the secret was encrypted to, the creator included.
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TypesSettings {
+    #[serde(default)]
+    default_resource_types: Option<String>,
+    #[serde(default)]
+    allow_creation_of_v5_resources: bool,
+    #[serde(default)]
+    allow_creation_of_v4_resources: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupRow {
+    id: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Changes {
+    changes: ChangeSet,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangeSet {
+    #[serde(default)]
+    added: Vec<Value>,
+}
+
+impl Client {
+    /// Whether new resources should be v5: the organisation's metadata
+    /// settings ask for it (`default_resource_types`) and allow it; v4 on
+    /// servers before v5 (no `/metadata` endpoints) or where only v4 is
+    /// allowed.
+    async fn create_v5(&self) -> Result<bool, ClientError> {
+        match self
+            .session
+            .get::<TypesSettings>("/metadata/types/settings.json")
+            .await
+        {
+            Ok(s) => Ok(match s.default_resource_types.as_deref() {
+                Some("v5") => s.allow_creation_of_v5_resources || !s.allow_creation_of_v4_resources,
+                _ => !s.allow_creation_of_v4_resources && s.allow_creation_of_v5_resources,
+            }),
+            Err(ClientError::Http { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn type_id_of(&self, slug: &str) -> Result<String, WriteError> {
+        self.slugs(&[])
+            .await?
+            .into_iter()
+            .find(|(_, s)| s == slug)
+            .map(|(id, _)| id)
+            .ok_or_else(|| {
+                WriteError::Client(ClientError::Malformed {
+                    path: "/resource-types.json".into(),
+                    detail: format!("the server has no {slug} resource type"),
+                })
+            })
+    }
+
+    /// The id of the folder at `path` (`Parent/Child`), if the account
+    /// sees one.
+    pub async fn folder_id(&self, path: &str) -> Result<Option<String>, ClientError> {
+        let paths = self.folder_paths().await?;
+        let mut found: Vec<&String> = paths
+            .iter()
+            .filter(|(_, p)| p.as_str() == path)
+            .map(|(id, _)| id)
+            .collect();
+        found.sort();
+        Ok(found.first().map(|s| s.to_string()))
+    }
+
+    /// The id of the active user whose username is `email`.
+    pub async fn user_id_by_email(&self, email: &str) -> Result<Option<String>, ClientError> {
+        let path = format!("/users.json?filter%5Bsearch%5D={}", url_encode(email));
+        let users: Vec<UserRow> = self.session.get(&path).await?;
+        Ok(users
+            .into_iter()
+            .find(|u| {
+                u.username
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(email))
+            })
+            .map(|u| u.id))
+    }
+
+    /// The id of the group named `name`.
+    pub async fn group_id_by_name(&self, name: &str) -> Result<Option<String>, ClientError> {
+        let groups: Vec<GroupRow> = self.session.get("/groups.json").await?;
+        Ok(groups.into_iter().find(|g| g.name == name).map(|g| g.id))
+    }
+
+    /// Creates a personal resource of the server's default format (v5
+    /// with the shared metadata key, signed by this account, when the
+    /// metadata settings ask for it; v4 otherwise), then reads it back.
+    pub async fn create(&self, new: NewResource<'_>) -> Result<Created, WriteError> {
+        let v5 = self.create_v5().await?;
+        let slug = if v5 {
+            "v5-default"
+        } else {
+            "password-and-description"
+        };
+        let type_id = self.type_id_of(slug).await?;
+        let key = self.session.user_key().clone();
+        let secret = Zeroizing::new(if v5 {
+            json!({"object_type": "PASSBOLT_SECRET_DATA", "password": new.password.expose(),
+                   "description": null, "custom_fields": null})
+            .to_string()
+        } else {
+            json!({"password": new.password.expose(), "description": ""}).to_string()
+        });
+        let own = key
+            .encrypt_and_sign(&key.public(), secret.as_bytes())
+            .map_err(|source| WriteError::Crypto {
+                id: "(new)".into(),
+                source,
+            })?;
+        let mut body = json!({
+            "resource_type_id": type_id,
+            "folder_parent_id": new.folder_parent_id,
+            "expired": null,
+            "secrets": [{"data": own}],
+        });
+        let mut sent_metadata = None;
+        if v5 {
+            let listed = crate::api::metadata_keys(&self.session).await?;
+            let current = listed
+                .iter()
+                .filter(|k| k.expired.is_none() && k.deleted.is_none())
+                .find_map(|k| {
+                    let pk = PublicKey::from_armor(k.armored_key.as_deref()?.as_bytes()).ok()?;
+                    (pk.fingerprint() == normalize_fingerprint(&k.fingerprint))
+                        .then(|| (k.id.clone(), pk))
+                })
+                .ok_or_else(|| {
+                    WriteError::Client(ClientError::Malformed {
+                        path: "/metadata/keys.json".into(),
+                        detail: "no active shared metadata key to encrypt the new resource's metadata with".into(),
+                    })
+                })?;
+            let metadata = json!({
+                "object_type": "PASSBOLT_RESOURCE_METADATA",
+                "resource_type_id": type_id,
+                "name": new.name,
+                "username": new.username,
+                "uris": new.uri.into_iter().collect::<Vec<_>>(),
+                "description": null,
+                "icon": null,
+                "custom_fields": null,
+            });
+            // Signed by the account, as the browser extension does; never
+            // by the metadata key.
+            let armored = key
+                .encrypt_and_sign(&current.1, metadata.to_string().as_bytes())
+                .map_err(|source| WriteError::Crypto {
+                    id: "(new)".into(),
+                    source,
+                })?;
+            body["metadata"] = json!(armored);
+            body["metadata_key_id"] = json!(current.0);
+            body["metadata_key_type"] = json!("shared_key");
+            sent_metadata = Some(armored);
+        } else {
+            body["name"] = json!(new.name);
+            body["username"] = json!(new.username);
+            body["uri"] = json!(new.uri);
+        }
+        let row: Row = self
+            .session
+            .send_json(Method::POST, "/resources.json", &body)
+            .await?;
+        let id = row.base.id.clone();
+        tracing::info!(resource_id = %id, %slug, "resource created");
+        let back = self.read_row(&id, true).await?;
+        let plain = back
+            .base
+            .secrets
+            .as_ref()
+            .and_then(|s| s.first())
+            .and_then(|s| key.decrypt(s.data.as_bytes()).ok());
+        if plain.as_deref().map(Vec::as_slice) != Some(secret.as_bytes())
+            || back.base.metadata != sent_metadata
+            || back.base.resource_type_id != type_id
+        {
+            return Err(WriteError::Verify {
+                id,
+                detail: "a resource other than the one sent".into(),
+            });
+        }
+        Ok(Created {
+            id,
+            slug: slug.into(),
+            recipients: vec![self.session.options().user_id.clone()],
+        })
+    }
+
+    /// Gives `users` and `groups` read access to `id`, with the secret
+    /// encrypted to every user who gains access (each key checked), then
+    /// checks that the server's list of users with access is what was
+    /// shared. Returns that list.
+    pub async fn share_read(
+        &self,
+        id: &str,
+        users: &[String],
+        groups: &[String],
+    ) -> Result<Vec<Recipient>, WriteError> {
+        let mut permissions: Vec<Value> = users
+            .iter()
+            .filter(|u| **u != self.session.options().user_id)
+            .map(|u| json!({"aro": "User", "aro_foreign_key": u, "type": 1}))
+            .collect();
+        permissions.extend(
+            groups
+                .iter()
+                .map(|g| json!({"aro": "Group", "aro_foreign_key": g, "type": 1})),
+        );
+        if permissions.is_empty() {
+            return self.recipients(id).await;
+        }
+        let body = json!({"permissions": permissions});
+        let simulated: Changes = self
+            .session
+            .send_json(
+                Method::POST,
+                &format!("/share/simulate/resource/{id}.json"),
+                &body,
+            )
+            .await?;
+        let added: Vec<String> = simulated
+            .changes
+            .added
+            .iter()
+            .filter_map(|a| a["User"]["id"].as_str().map(str::to_string))
+            .collect();
+        let mut rcpts = Vec::new();
+        for user in &added {
+            let row: UserRow = self.session.get(&format!("/users/{user}.json")).await?;
+            rcpts.push(check_user(id, row)?);
+        }
+        let row = self.read_row(id, true).await?;
+        let armored = row
+            .base
+            .secrets
+            .as_ref()
+            .and_then(|s| s.first())
+            .map(|s| s.data.clone())
+            .ok_or_else(|| WriteError::Current {
+                id: id.into(),
+                detail: "the server sent no secret for this account".into(),
+            })?;
+        let plain = self
+            .session
+            .user_key()
+            .decrypt(armored.as_bytes())
+            .map_err(|e| WriteError::Current {
+                id: id.into(),
+                detail: e.to_string(),
+            })?;
+        let plain =
+            Zeroizing::new(
+                String::from_utf8(plain.to_vec()).map_err(|_| WriteError::Current {
+                    id: id.into(),
+                    detail: "the secret is not UTF-8".into(),
+                })?,
+            );
+        let secrets = self.seal_for(id, &rcpts, &plain).await?;
+        let mut body = body;
+        body["secrets"] = json!(
+            secrets
+                .iter()
+                .map(|(u, d)| json!({"user_id": u, "data": d}))
+                .collect::<Vec<_>>()
+        );
+        let _: Value = self
+            .session
+            .send_json(Method::PUT, &format!("/share/resource/{id}.json"), &body)
+            .await?;
+        let now = self.recipients(id).await?;
+        if let Some(missing) = added.iter().find(|u| !now.iter().any(|r| &r.user_id == *u)) {
+            return Err(WriteError::Verify {
+                id: id.into(),
+                detail: format!("user {missing} without access after the share"),
+            });
+        }
+        Ok(now)
+    }
+}
+
+/// A listed user turned into a recipient, their key checked.
+fn check_user(id: &str, u: UserRow) -> Result<Recipient, WriteError> {
+    let user = u.username.clone().unwrap_or_else(|| u.id.clone());
+    let problem = |fingerprint: &str, problem: &str| WriteError::RecipientKey {
+        id: id.into(),
+        user: user.clone(),
+        fingerprint: fingerprint.into(),
+        problem: problem.into(),
+    };
+    let Some(g) = u.gpgkey else {
+        return Err(problem(
+            "no key",
+            "the server lists no OpenPGP key for them",
+        ));
+    };
+    let listed = normalize_fingerprint(g.fingerprint.as_deref().unwrap_or_default());
+    if g.deleted == Some(true) {
+        return Err(problem(&listed, "the server marks the key deleted"));
+    }
+    if let Some(exp) = g.expires.as_deref()
+        && chrono::DateTime::parse_from_rfc3339(exp).is_ok_and(|t| t <= chrono::Utc::now())
+    {
+        return Err(problem(&listed, &format!("the key expired on {exp}")));
+    }
+    let key = PublicKey::from_armor(g.armored_key.as_deref().unwrap_or_default().as_bytes())
+        .map_err(|e| problem(&listed, &e.to_string()))?;
+    if key.fingerprint() != listed {
+        return Err(WriteError::FingerprintMismatch {
+            id: id.into(),
+            user,
+            listed,
+            actual: key.fingerprint(),
+        });
+    }
+    pgp::check_encryption_key(&key).map_err(|e| problem(&listed, &e.to_string()))?;
+    Ok(Recipient {
+        user_id: u.id,
+        username: user,
+        fingerprint: listed,
+        key,
+    })
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -894,10 +894,7 @@ impl DevServer {
     }
 
     /// A resource's type slug and v5 metadata (armored, key id, key type).
-    pub fn stored_type_and_metadata(
-        &self,
-        id: &str,
-    ) -> Option<(String, Option<StoredMetadata>)> {
+    pub fn stored_type_and_metadata(&self, id: &str) -> Option<(String, Option<StoredMetadata>)> {
         self.state.data().resources.get(id).map(|r| {
             (
                 r.seed.slug.clone(),
