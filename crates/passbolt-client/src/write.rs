@@ -457,6 +457,12 @@ pub fn apply_field(
         return Err(format!("resources of type {slug} have no {field} field"));
     }
     if matches!(slug, "password-string" | "v5-password-string") {
+        // The secret is the bare password; a description is metadata.
+        if *field != Field::Password {
+            return Err(format!(
+                "the secret of a {slug} resource is its password alone; its {field} is metadata"
+            ));
+        }
         return Ok(Zeroizing::new(value.expose().to_string()));
     }
     let text =
@@ -577,6 +583,7 @@ mod tests {
             set("password-string", "old", "password", "new").unwrap(),
             Value::String("new".into())
         );
+        assert!(set("password-string", "old", "description", "new").is_err());
     }
 
     #[test]
