@@ -101,6 +101,79 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Change one field of a resource's secret in passbolt, for every user who has access
+    ///
+    /// Reads the current secret, changes the one field, encrypts the whole
+    /// secret to every active user with access (directly or through a
+    /// group; each key checked), and writes it only if nobody changed the
+    /// resource since it was read; then reads it back and checks it. The
+    /// value is never printed unless --print is given.
+    Set {
+        /// The config file (YAML; see sync.example.yaml)
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+        /// A resource id, a name, or Folder/Name
+        selector: String,
+        /// The field: password (default), description, note, pin, totp, custom:LABEL
+        #[arg(long, value_name = "F")]
+        field: Option<String>,
+        /// Read the new value from FILE (one trailing newline dropped)
+        #[arg(long, value_name = "FILE", group = "value")]
+        value_file: Option<PathBuf>,
+        /// Read the new value from standard input (one trailing newline dropped)
+        #[arg(long, group = "value")]
+        stdin: bool,
+        /// Generate the value: the organisation's password policy, at least 128 bits
+        #[arg(long, group = "value")]
+        generate: bool,
+        /// Print the new value on stdout (the report then goes to stderr)
+        #[arg(long)]
+        print: bool,
+    },
+    /// Create a resource in passbolt (v5 when the server's settings ask for it), share it, print its id
+    ///
+    /// The resource gets the server's default format: v5 with the shared
+    /// metadata key when the organisation's metadata settings ask for it, v4
+    /// otherwise. It is then shared read-only with the users and groups
+    /// named, the secret encrypted for each new user. A resource of the same
+    /// name in that folder is an error, unless --if-missing: then its id is
+    /// printed and nothing changes.
+    Create {
+        /// The config file (YAML; see sync.example.yaml)
+        #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
+        config: PathBuf,
+        /// The resource's name
+        #[arg(long)]
+        name: String,
+        /// The folder path (Parent/Child); the root by default
+        #[arg(long, value_name = "PATH")]
+        folder: Option<String>,
+        #[arg(long, value_name = "U")]
+        username: Option<String>,
+        #[arg(long, value_name = "U")]
+        uri: Option<String>,
+        /// Read the password from FILE (one trailing newline dropped)
+        #[arg(long, value_name = "FILE", group = "value")]
+        value_file: Option<PathBuf>,
+        /// Read the password from standard input (one trailing newline dropped)
+        #[arg(long, group = "value")]
+        stdin: bool,
+        /// Generate the password: the organisation's policy, at least 128 bits
+        #[arg(long, group = "value")]
+        generate: bool,
+        /// Share read-only with this group (repeatable)
+        #[arg(long, value_name = "G")]
+        share_group: Vec<String>,
+        /// Share read-only with this user, by e-mail (repeatable)
+        #[arg(long, value_name = "EMAIL")]
+        share_user: Vec<String>,
+        /// If a resource of this name exists in the folder, print its id and change nothing
+        #[arg(long)]
+        if_missing: bool,
+        /// Print the password after the id (on stdout, only when created)
+        #[arg(long)]
+        print: bool,
+    },
     /// Print the exec: variables resolved (e.g. eval "$(passbolt-sync env --format shell)")
     Env {
         /// The config file (YAML; see sync.example.yaml)
@@ -189,7 +262,10 @@ enum Command {
 
 fn init_logging(cli: &Cli) {
     // `get` and `env` print for scripts: their progress is not news.
-    let scripted = matches!(cli.command, Command::Get { .. } | Command::Env { .. });
+    let scripted = matches!(
+        cli.command,
+        Command::Get { .. } | Command::Env { .. } | Command::Set { .. } | Command::Create { .. }
+    );
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) if scripted => "warn",
@@ -256,6 +332,98 @@ async fn run(cli: Cli) -> i32 {
             };
             match result.await {
                 Ok(()) => 0,
+                Err(e) => fail(&e, e.exit_code()),
+            }
+        }
+        Command::Set {
+            config,
+            selector,
+            field,
+            value_file,
+            stdin,
+            generate,
+            print,
+        } => {
+            let source = match (value_file, stdin, generate) {
+                (Some(path), _, _) => cli::set::ValueSource::File(path),
+                (None, true, _) => cli::set::ValueSource::Stdin,
+                (None, false, true) => cli::set::ValueSource::Generate,
+                (None, false, false) => {
+                    return fail(
+                        &"set needs the new value: --value-file FILE, --stdin or --generate",
+                        2,
+                    );
+                }
+            };
+            let result = async {
+                let value = cli::set::read_value(&source, &mut std::io::stdin())?;
+                let cfg = cli::load_config(&config).map_err(cli::set::SetError::App)?;
+                let mut stdout = std::io::stdout();
+                let mut stderr = std::io::stderr();
+                if print {
+                    cli::set::set(
+                        &cfg,
+                        &selector,
+                        field.as_deref(),
+                        value,
+                        Some(&mut stdout),
+                        &mut stderr,
+                    )
+                    .await
+                } else {
+                    cli::set::set(&cfg, &selector, field.as_deref(), value, None, &mut stdout).await
+                }
+            };
+            match result.await {
+                Ok(_) => 0,
+                Err(e) => fail(&e, e.exit_code()),
+            }
+        }
+        Command::Create {
+            config,
+            name,
+            folder,
+            username,
+            uri,
+            value_file,
+            stdin,
+            generate,
+            share_group,
+            share_user,
+            if_missing,
+            print,
+        } => {
+            let source = match (value_file, stdin, generate) {
+                (Some(path), _, _) => cli::set::ValueSource::File(path),
+                (None, true, _) => cli::set::ValueSource::Stdin,
+                (None, false, true) => cli::set::ValueSource::Generate,
+                (None, false, false) => {
+                    return fail(
+                        &"create needs the password: --value-file FILE, --stdin or --generate",
+                        2,
+                    );
+                }
+            };
+            let args = cli::create::CreateArgs {
+                name: &name,
+                folder: folder.as_deref(),
+                username: username.as_deref(),
+                uri: uri.as_deref(),
+                share_groups: &share_group,
+                share_users: &share_user,
+                if_missing,
+            };
+            let result = async {
+                let value = cli::set::read_value(&source, &mut std::io::stdin())
+                    .map_err(cli::create::CreateError::Set)?;
+                let cfg = cli::load_config(&config)?;
+                let mut stdout = std::io::stdout();
+                let mut extra = std::io::stdout();
+                let print: Option<&mut dyn Write> = if print { Some(&mut extra) } else { None };
+                cli::create::create(&cfg, &args, value, &mut stdout, print).await
+            };
+            match result.await {
+                Ok(_) => 0,
                 Err(e) => fail(&e, e.exit_code()),
             }
         }
@@ -408,6 +576,8 @@ fn capture_passphrase(command: &Command) {
     let (Command::Run { config }
     | Command::Exec { config, .. }
     | Command::Get { config, .. }
+    | Command::Set { config, .. }
+    | Command::Create { config, .. }
     | Command::Env { config, .. }
     | Command::Once { config, .. }
     | Command::Check { config, .. }

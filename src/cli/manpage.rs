@@ -93,6 +93,10 @@ fn extra_sections() -> Roff {
             "status: there is no status file to read (the daemon has not written one, or status_file is off).",
         ),
         (
+            "set, create",
+            "0 when the value was written and read back correctly (create: or the resource exists, with --if-missing); 1 when the server refused it (read-only access, a concurrent edit, a recipient key that is expired, revoked or unusable) or it failed, nothing half-written; 2 for an argument to fix (a metadata field for set, no value source, an empty value, an unknown folder, user or group for create).",
+        ),
+        (
             "exec",
             "The child's own exit status, or 128+N when a signal N ended it; 126 when the program cannot run, 127 when it is not found; 1 when the first sync did not bring every variable.",
         ),

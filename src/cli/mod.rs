@@ -2,10 +2,12 @@
 //! report and returns whether everything was current, and the one place
 //! where errors become messages and exit statuses (`AppError`).
 
+pub mod create;
 pub mod demo;
 pub mod get;
 pub mod init;
 pub mod manpage;
+pub mod set;
 pub mod status;
 
 use std::io::Write;

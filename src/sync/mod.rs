@@ -11,5 +11,5 @@ pub mod render;
 pub mod report;
 pub mod write;
 
-pub use pass::{PassOptions, fetch_vars, list_for, resolve_only, run_pass};
+pub use pass::{PassOptions, fetch_vars, list_for, resolve_only, resolve_selector, run_pass};
 pub use report::{PassReport, Status, TargetError, TargetReport};

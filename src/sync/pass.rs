@@ -76,6 +76,16 @@ fn resolve<'a>(
     }
 }
 
+/// The one resource `selector` names in `listing` (`key` names the
+/// caller in errors), for commands that act on a resource.
+pub fn resolve_selector<'a>(
+    listing: &'a Listing,
+    key: &Path,
+    selector: &Selector,
+) -> Result<&'a Resource, TargetError> {
+    resolve(listing, key, selector)
+}
+
 /// One value a target reads: `field` of resource `id`, as variable `var`
 /// (empty for raw targets).
 #[derive(Debug, Clone)]

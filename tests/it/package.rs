@@ -19,6 +19,8 @@ const COMMANDS: &[&str] = &[
     "exec",
     "get",
     "env",
+    "set",
+    "create",
     "once",
     "check",
     "resources",

@@ -6,6 +6,7 @@
 pub mod account_kit;
 pub mod api;
 pub mod decode;
+pub mod generate;
 pub mod metadata;
 pub mod mfa;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod pgp;
 pub mod secret;
 pub mod session;
 mod tls;
+pub mod write;
 
 pub use tls::trusted;
 

@@ -98,6 +98,48 @@ impl PublicKey {
             .map(|u| String::from_utf8_lossy(u.userid().value()).into_owned())
             .collect()
     }
+
+    /// When the certificate expires, if it does.
+    pub fn expires(&self) -> Option<std::time::SystemTime> {
+        let vc = self.cert.with_policy(&POLICY, None).ok()?;
+        vc.primary_key().key_expiration_time()
+    }
+
+    /// The key ids a message encrypted to this key names as recipient:
+    /// its encryption subkeys', or the primary's when it has none.
+    pub fn encryption_key_ids(&self) -> Vec<String> {
+        let subkeys: Vec<String> = self
+            .cert
+            .keys()
+            .subkeys()
+            .map(|k| k.key().keyid().to_hex())
+            .collect();
+        if subkeys.is_empty() {
+            vec![self.cert.keyid().to_hex()]
+        } else {
+            subkeys
+        }
+    }
+}
+
+/// The key ids an armored message is encrypted to (`None` for a wildcard
+/// recipient), read from its PKESK packets without decrypting anything:
+/// what a server that never decrypts can check.
+pub fn message_recipients(message: &[u8]) -> Result<Vec<Option<String>>, PgpError> {
+    std::panic::catch_unwind(|| {
+        let pile = openpgp::PacketPile::from_bytes(message)
+            .map_err(|e| PgpError::Decrypt(e.to_string()))?;
+        Ok(pile
+            .descendants()
+            .filter_map(|p| match p {
+                openpgp::Packet::PKESK(pkesk) => {
+                    Some(pkesk.recipient().map(|h| openpgp::KeyID::from(h).to_hex()))
+                }
+                _ => None,
+            })
+            .collect())
+    })
+    .unwrap_or_else(|_| Err(PgpError::Decrypt("malformed message".into())))
 }
 
 /// How far in the future a signature may be dated and still verify: an
@@ -366,6 +408,52 @@ impl PrivateKey {
             return Err(PgpError::Decrypt("the message was truncated".into()));
         }
         Ok(out)
+    }
+}
+
+/// Why a recipient's key cannot be given a secret now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyUnusable {
+    #[error("the key is revoked")]
+    Revoked,
+    #[error("the key has expired")]
+    Expired,
+    #[error("the key is not valid under the OpenPGP policy: {0}")]
+    Invalid(String),
+    #[error("the key has no valid, unexpired, unrevoked encryption subkey")]
+    NoEncryptionKey,
+}
+
+/// Checks that `key` can be encrypted to now: the certificate is valid
+/// under the standard policy, not revoked, not expired, and has an alive
+/// encryption subkey. `encrypt` would skip a dead subkey silently; this
+/// says why a whole key is unusable before anything is sent.
+pub fn check_encryption_key(key: &PublicKey) -> Result<(), KeyUnusable> {
+    let vc = key
+        .cert
+        .with_policy(&POLICY, None)
+        .map_err(|e| KeyUnusable::Invalid(e.to_string()))?;
+    if matches!(
+        vc.revocation_status(),
+        openpgp::types::RevocationStatus::Revoked(_)
+    ) {
+        return Err(KeyUnusable::Revoked);
+    }
+    if vc.alive().is_err() {
+        return Err(KeyUnusable::Expired);
+    }
+    let usable = vc
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption()
+        .next()
+        .is_some();
+    if usable {
+        Ok(())
+    } else {
+        Err(KeyUnusable::NoEncryptionKey)
     }
 }
 
@@ -659,6 +747,33 @@ pub fn generate_key_created(
     )
     .expect("armor is ASCII");
     let key = PrivateKey::load(armored.as_bytes(), passphrase.map(str::as_bytes))?;
+    Ok((key, armored))
+}
+
+/// A key pair like `generate_key`'s, created at `created` and expiring
+/// `validity` later: for tests of expired recipient keys.
+pub fn generate_key_expiring(
+    userid: &str,
+    created: std::time::SystemTime,
+    validity: std::time::Duration,
+) -> Result<(PrivateKey, String), PgpError> {
+    let (cert, _) = CertBuilder::general_purpose(Some(userid))
+        .set_profile(openpgp::Profile::RFC4880)
+        .and_then(|b| b.set_features(openpgp::types::Features::empty().set_seipdv1()))
+        .map_err(|e| PgpError::BadKey(e.to_string()))?
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_creation_time(created)
+        .set_validity_period(validity)
+        .generate()
+        .map_err(|e| PgpError::BadKey(e.to_string()))?;
+    let armored = String::from_utf8(
+        cert.as_tsk()
+            .armored()
+            .to_vec()
+            .map_err(|e| PgpError::BadKey(e.to_string()))?,
+    )
+    .expect("armor is ASCII");
+    let key = PrivateKey::load(armored.as_bytes(), None)?;
     Ok((key, armored))
 }
 

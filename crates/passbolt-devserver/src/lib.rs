@@ -260,14 +260,53 @@ pub(crate) struct StoredSecret {
     pub modified: String,
 }
 
+/// v5 metadata as stored: armored message, key id, key type.
+pub type StoredMetadata = (String, String, String);
+
+/// Who a permission is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Aro {
+    User(String),
+    Group(String),
+}
+
+/// One permission row: READ (1), UPDATE (7) or OWNER (15).
+#[derive(Clone, Debug)]
+pub(crate) struct StoredPermission {
+    pub id: String,
+    pub aro: Aro,
+    pub kind: u8,
+}
+
+pub const READ: u8 = 1;
+pub const UPDATE: u8 = 7;
+pub const OWNER: u8 = 15;
+
+/// A group of users.
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    pub id: String,
+    pub name: String,
+    pub members: Vec<String>,
+}
+
 pub(crate) struct StoredResource {
+    /// `seed.readers` is the set of users having access (direct or
+    /// through a group), kept in step with `permissions`. `seed.secret` is
+    /// the plaintext the server last encrypted itself; after a client's
+    /// write it is what that client sent only when the test said so
+    /// (the server cannot read secrets).
     pub seed: SeedResource,
     /// v5 only.
     pub metadata: Option<SealedMetadata>,
     /// By reader user id.
     pub secrets: HashMap<String, StoredSecret>,
+    pub permissions: Vec<StoredPermission>,
+    /// Password expiry mark, as the client last set it.
+    pub expired: Option<String>,
     pub created: String,
     pub modified: String,
+    pub modified_by: Option<String>,
 }
 
 pub(crate) struct StoredFolder {
@@ -283,6 +322,13 @@ pub(crate) struct Data {
     /// By id, in the order they were first added (the listing order).
     pub resources: IndexMap<String, StoredResource>,
     pub folders: IndexMap<String, StoredFolder>,
+    pub groups: IndexMap<String, Group>,
+    /// `/password-policies/settings.json`'s body; `None` answers 404.
+    pub password_policy: Option<serde_json::Value>,
+    /// `/metadata/types/settings.json`'s body.
+    pub metadata_types_settings: serde_json::Value,
+    /// `/metadata/keys/settings.json`'s body.
+    pub metadata_keys_settings: serde_json::Value,
     /// Oldest first; the newest one that has not expired is current.
     pub metadata_keys: Vec<MetadataKey>,
     /// Accounts the metadata keys are kept from, as in zero-knowledge mode
@@ -791,7 +837,118 @@ impl DevServer {
         if let Some(r) = data.resources.get_mut(id) {
             r.seed.readers.retain(|u| u != user_id);
             r.secrets.remove(user_id);
+            r.permissions
+                .retain(|p| p.aro != Aro::User(user_id.to_string()));
         }
+    }
+
+    /// Adds an account, with its copy of every metadata key.
+    pub fn add_account(&self, account: Account) -> Result<(), DevServerError> {
+        let id = account.id.clone();
+        self.state.data().accounts.push(account);
+        self.state.share_metadata_key(&id)
+    }
+
+    /// Adds a group of `members` (user ids); returns its id.
+    pub fn add_group(&self, name: &str, members: &[&str]) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.state.data().groups.insert(
+            id.clone(),
+            Group {
+                id: id.clone(),
+                name: name.to_string(),
+                members: members.iter().map(|m| m.to_string()).collect(),
+            },
+        );
+        id
+    }
+
+    /// Gives a group a permission of `kind` (`READ`, `UPDATE`, `OWNER`) on a
+    /// resource, encrypting the secret the server last set for each
+    /// member who had no access. `modified` stays, as on the real server.
+    pub fn share_with_group(
+        &self,
+        id: &str,
+        group_id: &str,
+        kind: u8,
+    ) -> Result<(), DevServerError> {
+        self.state.share_with_group(id, group_id, kind)
+    }
+
+    /// Sets `user_id`'s direct permission on a resource to `kind`; the
+    /// user must already have access.
+    pub fn set_permission(&self, id: &str, user_id: &str, kind: u8) -> Result<(), DevServerError> {
+        let mut data = self.state.data();
+        let r = data
+            .resources
+            .get_mut(id)
+            .ok_or_else(|| DevServerError::NoResource(id.to_string()))?;
+        let p = r
+            .permissions
+            .iter_mut()
+            .find(|p| p.aro == Aro::User(user_id.to_string()))
+            .ok_or_else(|| DevServerError::NoAccount(user_id.to_string()))?;
+        p.kind = kind;
+        Ok(())
+    }
+
+    /// Marks a resource's password expired (or not), as a client would.
+    pub fn set_expired(&self, id: &str, expired: Option<&str>) {
+        if let Some(r) = self.state.data().resources.get_mut(id) {
+            r.expired = expired.map(str::to_string);
+        }
+    }
+
+    pub fn expired(&self, id: &str) -> Option<String> {
+        self.state
+            .data()
+            .resources
+            .get(id)
+            .and_then(|r| r.expired.clone())
+    }
+
+    /// `user_id`'s copy of a resource's secret, armored, as stored.
+    pub fn stored_secret(&self, id: &str, user_id: &str) -> Option<String> {
+        self.state
+            .data()
+            .resources
+            .get(id)
+            .and_then(|r| r.secrets.get(user_id))
+            .map(|s| s.data.clone())
+    }
+
+    /// A resource's type slug and v5 metadata (armored, key id, key type).
+    pub fn stored_type_and_metadata(&self, id: &str) -> Option<(String, Option<StoredMetadata>)> {
+        self.state.data().resources.get(id).map(|r| {
+            (
+                r.seed.slug.clone(),
+                r.metadata
+                    .as_ref()
+                    .map(|m| (m.armored.clone(), m.key_id.clone(), m.key_type.to_string())),
+            )
+        })
+    }
+
+    /// Ids of the resources named `name`, in listing order.
+    pub fn resource_ids_named(&self, name: &str) -> Vec<String> {
+        self.state
+            .data()
+            .resources
+            .values()
+            .filter(|r| r.seed.name == name)
+            .map(|r| r.seed.id.clone())
+            .collect()
+    }
+
+    /// The body of `/password-policies/settings.json`; `None` answers 404,
+    /// as a server without the PasswordPolicies plugin.
+    pub fn set_password_policy(&self, policy: Option<serde_json::Value>) {
+        self.state.data().password_policy = policy;
+    }
+
+    /// The body of `/metadata/types/settings.json`.
+    pub fn set_metadata_types_settings(&self, settings: serde_json::Value) {
+        self.state.data().metadata_types_settings = settings;
     }
 
     /// A resource's `modified`, as listings show it.
@@ -900,6 +1057,13 @@ fn build_state(
             accounts,
             resources: IndexMap::new(),
             folders: IndexMap::new(),
+            groups: IndexMap::new(),
+            password_policy: Some(handlers::default_password_policy()),
+            metadata_types_settings: handlers::default_metadata_types_settings(),
+            metadata_keys_settings: serde_json::json!({
+                "allow_usage_of_personal_keys": true,
+                "zero_knowledge_key_share": false,
+            }),
             metadata_keys: vec![metadata_key],
             metadata_withheld: HashSet::new(),
             verify_tokens: HashSet::new(),

@@ -26,6 +26,15 @@ impl Query {
         }
     }
 
+    /// Every value of `key`, in order (`filter[has-access]` and the like).
+    pub fn values(&self, key: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// Whether `contain[name]` is there: the server includes a contain as
     /// soon as its key is present, `contain[secret]=0` included.
     pub fn contains(&self, name: &str) -> bool {

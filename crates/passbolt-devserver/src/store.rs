@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use super::metadata_keys::MetadataKey;
 use super::seed::{MetadataMode, Recipients, SealedMetadata, par_map};
 use super::{
-    DevServerError, SeedFolder, SeedResource, State, StoredFolder, StoredResource, StoredSecret,
+    Aro, DevServerError, OWNER, READ, SeedFolder, SeedResource, State, StoredFolder,
+    StoredPermission, StoredResource, StoredSecret,
 };
 
 fn new_id() -> String {
@@ -81,6 +82,8 @@ impl State {
             // creation stamp and its secret rows' ids.
             let previous = data.resources.get(&seed.id);
             let created = previous.map_or_else(|| now.clone(), |r| r.created.clone());
+            let permissions = seeded_permissions(previous, &seed.readers);
+            let expired = previous.and_then(|r| r.expired.clone());
             let secrets = secrets
                 .into_iter()
                 .map(|(user, armored)| {
@@ -100,8 +103,11 @@ impl State {
                     seed,
                     metadata,
                     secrets,
+                    permissions,
+                    expired,
                     created,
                     modified: now.clone(),
+                    modified_by: None,
                 },
             );
         }
@@ -231,6 +237,11 @@ impl State {
             .get_mut(id)
             .ok_or_else(|| DevServerError::NoResource(id.to_string()))?;
         r.seed.readers.push(user_id.to_string());
+        r.permissions.push(StoredPermission {
+            id: new_id(),
+            aro: Aro::User(user_id.to_string()),
+            kind: READ,
+        });
         r.secrets.insert(
             user_id.to_string(),
             StoredSecret {
@@ -240,6 +251,62 @@ impl State {
                 modified: now,
             },
         );
+        Ok(())
+    }
+
+    pub fn share_with_group(
+        &self,
+        id: &str,
+        group_id: &str,
+        kind: u8,
+    ) -> Result<(), DevServerError> {
+        let rcpt = self.recipients();
+        let (secret, new_members) = {
+            let data = self.data();
+            let r = data
+                .resources
+                .get(id)
+                .ok_or_else(|| DevServerError::NoResource(id.to_string()))?;
+            let g = data
+                .groups
+                .get(group_id)
+                .ok_or_else(|| DevServerError::NoAccount(group_id.to_string()))?;
+            let new: Vec<String> = g
+                .members
+                .iter()
+                .filter(|m| !r.seed.readers.contains(m))
+                .cloned()
+                .collect();
+            (r.seed.secret.clone(), new)
+        };
+        let sealed = new_members
+            .iter()
+            .map(|u| Ok((u.clone(), rcpt.secret(u, &secret)?)))
+            .collect::<Result<Vec<_>, DevServerError>>()?;
+        let now = self.clock.stamp();
+        let mut data = self.data();
+        let groups = data.groups.clone();
+        let r = data
+            .resources
+            .get_mut(id)
+            .ok_or_else(|| DevServerError::NoResource(id.to_string()))?;
+        r.permissions.push(StoredPermission {
+            id: new_id(),
+            aro: Aro::Group(group_id.to_string()),
+            kind,
+        });
+        r.seed.readers = access(&r.permissions, &groups);
+        for (user, armored) in sealed {
+            r.secrets.insert(
+                user,
+                StoredSecret {
+                    id: new_id(),
+                    data: armored,
+                    created: now.clone(),
+                    modified: now.clone(),
+                },
+            );
+        }
         Ok(())
     }
 
@@ -335,8 +402,80 @@ impl State {
     }
 }
 
+/// The permissions of a seeded resource: those it had, for the readers
+/// it still has, and OWNER for each new reader (seeding does not say who
+/// may edit; tests lower it with `DevServer::set_permission`).
+fn seeded_permissions(
+    previous: Option<&StoredResource>,
+    readers: &[String],
+) -> Vec<StoredPermission> {
+    let mut perms: Vec<StoredPermission> = previous
+        .map(|r| {
+            r.permissions
+                .iter()
+                .filter(|p| match &p.aro {
+                    Aro::User(u) => readers.contains(u),
+                    Aro::Group(_) => true,
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for reader in readers {
+        if !perms.iter().any(|p| p.aro == Aro::User(reader.clone()))
+            && previous.is_none_or(|r| !r.seed.readers.contains(reader))
+        {
+            perms.push(StoredPermission {
+                id: new_id(),
+                aro: Aro::User(reader.clone()),
+                kind: OWNER,
+            });
+        }
+    }
+    perms
+}
+
 fn is_shared(metadata: &Option<SealedMetadata>) -> bool {
     metadata
         .as_ref()
         .is_some_and(|m| m.key_type == "shared_key")
+}
+
+/// The users having access through `perms`: direct, or as members of a
+/// group with a permission; each once, in permission order.
+pub(crate) fn access(
+    perms: &[StoredPermission],
+    groups: &indexmap::IndexMap<String, super::Group>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in perms {
+        let users: Vec<String> = match &p.aro {
+            Aro::User(u) => vec![u.clone()],
+            Aro::Group(g) => groups.get(g).map(|g| g.members.clone()).unwrap_or_default(),
+        };
+        for u in users {
+            if !out.contains(&u) {
+                out.push(u);
+            }
+        }
+    }
+    out
+}
+
+/// A user's highest permission, direct or through a group.
+pub(crate) fn permission_of(
+    perms: &[StoredPermission],
+    groups: &indexmap::IndexMap<String, super::Group>,
+    user: &str,
+) -> Option<u8> {
+    perms
+        .iter()
+        .filter(|p| match &p.aro {
+            Aro::User(u) => u == user,
+            Aro::Group(g) => groups
+                .get(g)
+                .is_some_and(|g| g.members.iter().any(|m| m == user)),
+        })
+        .map(|p| p.kind)
+        .max()
 }

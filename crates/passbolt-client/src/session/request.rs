@@ -166,6 +166,7 @@ impl Session {
         &self,
         method: Method,
         path: &str,
+        body: Option<&serde_json::Value>,
     ) -> Result<(Reply, Zeroizing<String>, u64), ClientError> {
         loop {
             let (token, generation) = self.access_token_at().await?;
@@ -174,9 +175,7 @@ impl Session {
                 // Replaced between reading it and getting here.
                 continue;
             }
-            let reply = self
-                .send(method.clone(), path, Some(&token), None::<&()>)
-                .await?;
+            let reply = self.send(method.clone(), path, Some(&token), body).await?;
             return Ok((reply, token, generation));
         }
     }
@@ -214,7 +213,7 @@ impl Session {
         let mut renewals = 0;
         let mut reverified = false;
         loop {
-            let (reply, token, generation) = self.send_authorized(Method::GET, path).await?;
+            let (reply, token, generation) = self.send_authorized(Method::GET, path, None).await?;
             if mfa::is_redirect(reply.status, reply.location.as_deref()) && self.totp.is_some() {
                 if reverified {
                     return Err(ClientError::MfaDropped { path: path.into() });
@@ -244,6 +243,85 @@ impl Session {
             }
             renewals += 1;
         }
+    }
+}
+
+impl Session {
+    /// An authenticated write (`PUT`, `POST`) with a JSON body. A 401 gets
+    /// one renewal and one retry: the server refused it before acting. A
+    /// refusal's error carries the server's validation details (which
+    /// field, which rule), which never quote a submitted value.
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ClientError> {
+        let mut renewed = false;
+        loop {
+            let (reply, token, _) = self
+                .send_authorized(method.clone(), path, Some(body))
+                .await?;
+            if reply.status == StatusCode::UNAUTHORIZED && !renewed {
+                renewed = true;
+                self.renew_after_401(&token).await?;
+                continue;
+            }
+            return self.decode(path, &reply).map_err(|e| match e {
+                ClientError::Http {
+                    path,
+                    status,
+                    message,
+                } => ClientError::Http {
+                    path,
+                    status,
+                    message: with_details(message, &reply.body),
+                },
+                other => other,
+            });
+        }
+    }
+}
+
+/// `message` followed by the rules a validation failure names
+/// (`secrets.secrets_provided: The secrets should contain ...`). The
+/// server's rule messages are fixed texts, never the value submitted.
+fn with_details(message: String, body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return message;
+    };
+    let mut rules = Vec::new();
+    collect_rules(&v["body"], String::new(), &mut rules);
+    if rules.is_empty() {
+        message
+    } else {
+        format!("{message} ({})", rules.join("; "))
+    }
+}
+
+fn collect_rules(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                collect_rules(v, join(k), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                collect_rules(v, join(&i.to_string()), out);
+            }
+        }
+        serde_json::Value::String(s) if !at.is_empty() && out.len() < 8 => {
+            out.push(format!("{at}: {s}"));
+        }
+        _ => {}
     }
 }
 

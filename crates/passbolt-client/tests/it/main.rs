@@ -8,3 +8,4 @@ mod common {
 
 mod interop;
 mod session;
+mod write;

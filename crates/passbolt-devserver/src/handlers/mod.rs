@@ -8,6 +8,7 @@
 mod auth;
 mod mfa;
 mod resources;
+mod write;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use auth::*;
 use mfa::*;
 use passbolt_client::model::{ChallengeRequest, Claims};
 use resources::*;
+pub(crate) use write::{default_metadata_types_settings, default_password_policy};
 
 pub(super) fn router(state: Arc<State>) -> Router {
     Router::new().fallback(dispatch).with_state(state)
@@ -208,6 +210,12 @@ pub(super) async fn route(
             Ok(user) => read(state, path, &query, &user),
             Err(r) => r,
         },
+        (Method::PUT, _) | (Method::POST, _) if path.ends_with(".json") => {
+            match authenticate(state, path, headers) {
+                Ok(user) => write::write(state, method, path, &user, body),
+                Err(r) => r,
+            }
+        }
         (_, _) if !path.ends_with(".json") => error(
             state,
             StatusCode::NOT_FOUND,

@@ -16,6 +16,9 @@ pub(super) fn read(state: &State, path: &str, query: &Query, user_id: &str) -> R
             "The requested address was not found.",
         );
     }
+    if let Some(r) = super::write::read(state, path, query, user_id) {
+        return r;
+    }
     match path {
         "/users/me.json" => me(state, path, query, user_id),
         "/resource-types.json" => success(state, path,
@@ -269,9 +272,10 @@ pub(super) fn resource_json(
         "folder_parent_id": s.folder_id,
         "personal": s.readers.len() == 1,
         "deleted": false,
-        "expired": null,
+        "expired": r.expired,
         "created": r.created,
         "modified": r.modified,
+        "modified_by": r.modified_by,
     });
     match &r.metadata {
         Some(m) => {
