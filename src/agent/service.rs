@@ -197,6 +197,11 @@ fn log_pass(report: &PassReport, elapsed: Duration, held: usize) {
         ($level:ident) => {
             tracing::$level!(
                 elapsed_ms = elapsed.as_millis() as u64,
+                listing = if report.full_listing {
+                    "full"
+                } else {
+                    "scoped"
+                },
                 requests = c.requests,
                 response_bytes = c.response_bytes,
                 secrets_downloaded = c.secrets_downloaded,
@@ -440,6 +445,10 @@ pub async fn reload(service: &Arc<Service>, bytes: &[u8], ready: bool) -> Option
         } else {
             let paths: Vec<&Path> = new_plan.scheduled().into_iter().map(|(_, p)| p).collect();
             held.retain_targets(&paths);
+            // Changed selectors are resolved again at config load.
+            for p in &changed {
+                held.scope_mut().forget(p);
+            }
         }
         *service.current.write().await = Generation {
             config: new.clone(),

@@ -392,6 +392,11 @@ pub async fn once(config: &Config, dry_run: bool, out: &mut dyn Write) -> Result
     print_report(&report, out).map_err(|e| AppError::Other(format!("cannot write output: {e}")))?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
+        listing = if report.full_listing {
+            "full"
+        } else {
+            "scoped"
+        },
         requests = report.cost.requests,
         response_bytes = report.cost.response_bytes,
         secrets_downloaded = report.cost.secrets_downloaded,

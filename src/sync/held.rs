@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::sync::scope::Scope;
 use passbolt_client::FetchedSecret;
 use passbolt_client::secret::{Resource, SecretFields};
 
@@ -39,6 +40,8 @@ pub struct Held {
     used_by: HashMap<PathBuf, BTreeSet<String>>,
     /// When each target's secrets were last all downloaded again.
     full_sync: HashMap<PathBuf, Instant>,
+    /// What each target's names, folders and template resolved to.
+    scope: Scope,
 }
 
 impl std::fmt::Debug for Held {
@@ -80,6 +83,7 @@ impl Held {
         self.secrets.clear();
         self.used_by.clear();
         self.full_sync.clear();
+        self.scope.clear();
         self.identity = None;
     }
 
@@ -105,6 +109,14 @@ impl Held {
         let held = self.secrets.get(&r.id)?;
         (held.settled && r.modified.as_deref() == Some(held.modified.as_str()))
             .then_some(&held.fields)
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    pub fn scope_mut(&mut self) -> &mut Scope {
+        &mut self.scope
     }
 
     /// The held secret of `id`, current or not.
@@ -165,8 +177,18 @@ impl Held {
     pub fn retain_targets(&mut self, paths: &[&Path]) {
         self.used_by.retain(|p, _| paths.contains(&p.as_path()));
         self.full_sync.retain(|p, _| paths.contains(&p.as_path()));
+        self.scope.retain_targets(paths);
         let used: BTreeSet<&String> = self.used_by.values().flatten().collect();
         self.secrets.retain(|id, _| used.contains(id));
+    }
+
+    /// Whether `target`'s full sync is due (see `full_sync_due`), without
+    /// starting its period.
+    pub fn full_sync_pending(&self, target: &Path, every: Option<Duration>, now: Instant) -> bool {
+        match (every, self.full_sync.get(target)) {
+            (Some(every), Some(last)) => now.duration_since(*last) >= every,
+            _ => false,
+        }
     }
 
     /// Whether `target`'s secrets are due to be downloaded again whatever

@@ -29,6 +29,7 @@ mod package;
 mod props;
 mod schedule_driver;
 mod schedule_parse;
+mod scoped;
 mod server_versions;
 mod sync_e2e;
 mod systemd_units;
