@@ -13,11 +13,12 @@
 //! is current and hands over what it downloaded. Values are `SecretFields`,
 //! which never print and are zeroized when dropped or replaced.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::sync::scope::Scope;
+use crate::sync::state::Record;
 use passbolt_client::FetchedSecret;
 use passbolt_client::secret::{Resource, SecretFields};
 
@@ -42,6 +43,10 @@ pub struct Held {
     full_sync: HashMap<PathBuf, Instant>,
     /// What each target's names, folders and template resolved to.
     scope: Scope,
+    /// What each target's file holds, for the state directory: read at
+    /// start (a target whose file and stamps match is current without a
+    /// download), brought up to date by every pass.
+    records: BTreeMap<PathBuf, Record>,
 }
 
 impl std::fmt::Debug for Held {
@@ -84,6 +89,7 @@ impl Held {
         self.used_by.clear();
         self.full_sync.clear();
         self.scope.clear();
+        self.records.clear();
         self.identity = None;
     }
 
@@ -109,6 +115,48 @@ impl Held {
         let held = self.secrets.get(&r.id)?;
         (held.settled && r.modified.as_deref() == Some(held.modified.as_str()))
             .then_some(&held.fields)
+    }
+
+    /// Takes the records a state file held, with each target's last full
+    /// sync: the next one follows the recorded time, not the start.
+    pub fn load_records(&mut self, records: BTreeMap<PathBuf, Record>, now: Instant) {
+        let unix = chrono::Utc::now().timestamp();
+        for (path, r) in &records {
+            if let Some(at) = r.full_sync_at {
+                let age = Duration::from_secs(unix.saturating_sub(at).max(0) as u64);
+                self.full_sync
+                    .insert(path.clone(), now.checked_sub(age).unwrap_or(now));
+            }
+        }
+        self.records = records;
+    }
+
+    /// The records to keep in the state directory, with each target's
+    /// last full sync as Unix seconds.
+    pub fn records(&self, now: Instant) -> BTreeMap<PathBuf, Record> {
+        let unix = chrono::Utc::now().timestamp();
+        self.records
+            .iter()
+            .map(|(p, r)| {
+                let mut r = r.clone();
+                r.full_sync_at = self
+                    .full_sync
+                    .get(p)
+                    .map(|last| unix - now.saturating_duration_since(*last).as_secs() as i64);
+                (p.clone(), r)
+            })
+            .collect()
+    }
+
+    pub fn record(&self, target: &Path) -> Option<&Record> {
+        self.records.get(target)
+    }
+
+    pub fn set_record(&mut self, target: &Path, record: Option<Record>) {
+        match record {
+            Some(r) => self.records.insert(target.to_path_buf(), r),
+            None => self.records.remove(target),
+        };
     }
 
     pub fn scope(&self) -> &Scope {
@@ -178,6 +226,7 @@ impl Held {
         self.used_by.retain(|p, _| paths.contains(&p.as_path()));
         self.full_sync.retain(|p, _| paths.contains(&p.as_path()));
         self.scope.retain_targets(paths);
+        self.records.retain(|p, _| paths.contains(&p.as_path()));
         let used: BTreeSet<&String> = self.used_by.values().flatten().collect();
         self.secrets.retain(|id, _| used.contains(id));
     }

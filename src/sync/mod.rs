@@ -10,6 +10,7 @@ pub mod plan;
 pub mod render;
 pub mod report;
 pub mod scope;
+pub mod state;
 pub mod write;
 
 pub use pass::{PassOptions, fetch_vars, list_for, resolve_only, run_pass};

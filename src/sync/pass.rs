@@ -24,8 +24,9 @@ use crate::sync::write::{self, WriteOutcome};
 use passbolt_client::secret::{FieldError, Resource, Secret, SecretFields};
 use passbolt_client::{Client, ClientError, DecodeError, Listing};
 
+use crate::sync::held::{SETTLE_SECONDS, modified_epoch};
 use crate::sync::report::{PassReport, Status, TargetError, TargetReport};
-use crate::sync::scope;
+use crate::sync::{scope, state};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
@@ -587,6 +588,7 @@ pub async fn run_pass(
         ..PassReport::default()
     };
     let mut uses: Vec<(PathBuf, BTreeSet<String>, bool)> = Vec::new();
+    let mut records: Vec<(PathBuf, Option<state::Record>)> = Vec::new();
     {
         let secrets = Secrets {
             held,
@@ -594,9 +596,35 @@ pub async fn run_pass(
             failed: &downloads.failed,
         };
         for d in resolved {
+            let path = d.target.path().to_path_buf();
+            if d.warm {
+                tracing::debug!(target_path = %path.display(), "target current as recorded; nothing downloaded");
+                uses.push((path.clone(), BTreeSet::new(), d.full_sync));
+                report.targets.push(TargetReport {
+                    path,
+                    status: Status::Unchanged,
+                    hook: None,
+                });
+                continue;
+            }
             let (content, read) = render(&listing, &secrets, d.target, d.resolved);
-            uses.push((d.target.path().to_path_buf(), read, d.full_sync));
-            report.targets.push(apply(d.target, content, opts).await);
+            let digest = content.as_ref().ok().map(|c| state::sha256_hex(c));
+            uses.push((path.clone(), read, d.full_sync));
+            let applied = apply(d.target, content, opts).await;
+            if !opts.dry_run {
+                let record = match (&applied.status, digest) {
+                    (
+                        Status::Created
+                        | Status::Updated { .. }
+                        | Status::Unchanged
+                        | Status::MetadataFixed,
+                        Some(digest),
+                    ) => new_record(d.target, &listing, &d.deps, digest),
+                    _ => None,
+                };
+                records.push((path, record));
+            }
+            report.targets.push(applied);
         }
         if let Some(e) = env {
             let key = e.env.key();
@@ -613,6 +641,9 @@ pub async fn run_pass(
             uses.push((key.to_path_buf(), read, e.full_sync));
             report.env = Some(rendered);
         }
+    }
+    for (path, record) in records {
+        held.set_record(&path, record);
     }
     for (path, read, full_sync) in uses {
         held.record_use(&path, read);
@@ -751,6 +782,11 @@ struct DueTarget<'a> {
     resolution: Resolution,
     /// Every resource its selectors resolved to (not a folder's members).
     found: BTreeSet<String>,
+    /// Every resource its content comes from, folder members included.
+    deps: BTreeSet<String>,
+    /// Its file holds what the state directory recorded, from resources
+    /// whose stamps have not moved: current without a download.
+    warm: bool,
     /// Whether its secrets are all downloaded again in this pass.
     full_sync: bool,
     /// The secrets it reads that are not held current (all of them in a
@@ -766,7 +802,7 @@ fn resolve_due<'a>(
     now: Instant,
 ) -> DueTarget<'a> {
     let full_sync = held.full_sync_due(t.path(), plan.full_sync_every, now);
-    let (resolved, reads, resolution, found) = match &t.output {
+    let (resolved, reads, resolution, found, deps) = match &t.output {
         Output::Template(file) => match file.current(t.path()) {
             Ok(tpl) => {
                 // A first render names the resources the template reads.
@@ -780,9 +816,16 @@ fn resolve_due<'a>(
                 };
                 let reads = lookup.read.into_inner().expect("not poisoned");
                 let found = lookup.found.into_inner().expect("not poisoned");
-                (Ok(Resolved::Template(tpl)), reads, resolution, found)
+                let deps = found.clone();
+                (Ok(Resolved::Template(tpl)), reads, resolution, found, deps)
             }
-            Err(e) => (Err(e), BTreeSet::new(), Resolution::Failed, BTreeSet::new()),
+            Err(e) => (
+                Err(e),
+                BTreeSet::new(),
+                Resolution::Failed,
+                BTreeSet::new(),
+                BTreeSet::new(),
+            ),
         },
         _ => {
             let needs = requirements(listing, t);
@@ -791,21 +834,95 @@ fn resolve_due<'a>(
                 Ok(needs) => {
                     let reads = secret_reads(&needs);
                     let found = named_ids(&needs, t_folder_members(listing, &t.output));
-                    (Ok(Resolved::Values(needs)), reads, resolution, found)
+                    let deps = needs.iter().map(|n| n.id.clone()).collect();
+                    (Ok(Resolved::Values(needs)), reads, resolution, found, deps)
                 }
-                Err(e) => (Err(e), BTreeSet::new(), resolution, BTreeSet::new()),
+                Err(e) => (
+                    Err(e),
+                    BTreeSet::new(),
+                    resolution,
+                    BTreeSet::new(),
+                    BTreeSet::new(),
+                ),
             }
         }
     };
-    let wanted = to_download(reads, full_sync, listing, held);
+    // Held secrets are the cheapest evidence; a record is the next one.
+    let held_current = reads
+        .iter()
+        .all(|id| listing.get(id).and_then(|r| held.current(r)).is_some());
+    let warm = !full_sync
+        && resolution == Resolution::Complete
+        && !held_current
+        && matches_record(held, t, listing, &deps);
+    if !warm && !held_current && held.record(t.path()).is_some() {
+        tracing::debug!(target_path = %t.path().display(), "the recorded state does not match; the target is cold");
+        held.set_record(t.path(), None);
+    }
+    let wanted = if warm {
+        BTreeSet::new()
+    } else {
+        to_download(reads, full_sync, listing, held)
+    };
     DueTarget {
         target: t,
         resolved,
         resolution,
         found,
+        deps,
+        warm,
         full_sync,
         wanted,
     }
+}
+
+/// Whether `t`'s file still holds what its record says, from resources
+/// whose stamps are the recorded ones.
+fn matches_record(
+    held: &Held,
+    t: &PlannedTarget,
+    listing: &Listing,
+    deps: &BTreeSet<String>,
+) -> bool {
+    let Some(r) = held.record(t.path()) else {
+        return false;
+    };
+    r.resources.len() == deps.len()
+        && deps.iter().all(|id| {
+            listing.get(id).and_then(|x| x.modified.as_deref())
+                == r.resources.get(id).map(String::as_str)
+        })
+        && r.form == state::form(t)
+        && write::read_current(t.path())
+            .ok()
+            .flatten()
+            .is_some_and(|bytes| state::sha256_hex(&bytes) == r.digest)
+}
+
+/// The record of a target whose file now holds `content`: `None` unless
+/// every resource it came from has a settled stamp (a later edit in the
+/// same second would keep the stamp).
+fn new_record(
+    t: &PlannedTarget,
+    listing: &Listing,
+    deps: &BTreeSet<String>,
+    digest: String,
+) -> Option<state::Record> {
+    let now = listing.servertime?;
+    let resources = deps
+        .iter()
+        .map(|id| {
+            let m = listing.get(id)?.modified.clone()?;
+            let settled = modified_epoch(&m).is_some_and(|e| e + SETTLE_SECONDS <= now);
+            settled.then_some((id.clone(), m))
+        })
+        .collect::<Option<BTreeMap<String, String>>>()?;
+    Some(state::Record {
+        form: state::form(t),
+        digest,
+        resources,
+        full_sync_at: None,
+    })
 }
 
 /// The members of the folder a target's variables take, if any: listed

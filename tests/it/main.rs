@@ -35,4 +35,5 @@ mod sync_e2e;
 mod systemd_units;
 mod template;
 mod tls;
+mod warm;
 mod write;
