@@ -98,6 +98,14 @@ impl Held {
     pub fn check_identity(&mut self, identity: &str) -> bool {
         match &self.identity {
             Some(held) if held == identity => false,
+            // Only the account's key was known (no metadata key loaded
+            // yet: the scoped listings so far named v4 or personal items
+            // only). What is held never depended on a metadata key, so
+            // learning the set is no change.
+            Some(held) if !held.contains(' ') && identity.split(' ').next() == Some(held) => {
+                self.identity = Some(identity.to_string());
+                false
+            }
             Some(_) => {
                 self.clear();
                 self.identity = Some(identity.to_string());
@@ -265,4 +273,22 @@ pub fn modified_epoch(modified: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(modified)
         .ok()
         .map(|t| t.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_the_metadata_keys_is_no_change_but_a_new_set_or_key_is() {
+        let mut h = Held::new();
+        assert!(!h.check_identity("USER"));
+        // A scoped listing of v4 items only, then one that loads the keys.
+        assert!(!h.check_identity("USER META1"));
+        h.used_by.insert(PathBuf::from("/t"), BTreeSet::new());
+        assert!(h.check_identity("USER META2"), "another set of keys");
+        assert!(h.used_by.is_empty());
+        assert!(h.check_identity("OTHER META2"), "another account key");
+        assert!(h.check_identity("USER"), "from keys back to none");
+    }
 }
