@@ -466,7 +466,7 @@ async fn run(cli: Cli) -> i32 {
             async {
                 // No instance lock, so that it can run beside the daemon: see `lock`.
                 let cfg = cli::load_config(&config)?;
-                cli::once(&cfg, dry_run, &mut std::io::stdout()).await
+                cli::once_with_state(&cfg, Some(&config), dry_run, &mut std::io::stdout()).await
             }
             .await,
         ),

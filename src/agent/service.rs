@@ -27,7 +27,7 @@ use crate::sync::held::Held;
 use crate::sync::plan::Plan;
 use crate::sync::render::env::Environment;
 use crate::sync::report::TargetError;
-use crate::sync::{self, PassOptions, PassReport};
+use crate::sync::{self, PassOptions, PassReport, state};
 use passbolt_client::{Client, ClientError};
 
 /// A pass running longer than this means the service is stuck: the
@@ -62,6 +62,8 @@ pub struct Service {
     env: watch::Sender<Option<EnvUpdate>>,
     /// Metrics, health endpoints and the status file.
     observer: Arc<Observer>,
+    /// The state directory's file for this config, when there is one.
+    state: Mutex<Option<state::Store>>,
 }
 
 /// The exec environment a pass rendered, or why it could not.
@@ -77,10 +79,11 @@ impl Service {
     /// bookkeeping and one log line per state change.
     pub async fn pass(&self, paths: Option<&[PathBuf]>) -> Result<PassReport, ClientError> {
         let mut held = self.pass_lock.lock().await;
-        let (_, plan, client) = self.snapshot().await;
+        let (config, plan, client) = self.snapshot().await;
         if paths.is_some_and(|p| !p.iter().any(|p| plan.has(p))) {
             return Ok(PassReport::default());
         }
+        self.open_state(&config, &client, &mut held);
         *self.in_flight.lock().expect("not poisoned") = Some(Instant::now());
         let started = Instant::now();
         let watch = self.observer.pass_begins(&client);
@@ -100,6 +103,11 @@ impl Service {
                     tracing::info!("passbolt server {t}");
                 }
                 log_pass(report, started.elapsed(), held.len());
+                if let Some(store) = self.state.lock().expect("not poisoned").as_mut()
+                    && let Err(e) = store.save(&held.records(Instant::now()))
+                {
+                    tracing::warn!(error = %e, "sync state not saved; the next start is cold");
+                }
                 if report.cost.response_bytes > TRIM_AFTER_BYTES {
                     release_freed_memory();
                 }
@@ -125,6 +133,27 @@ impl Service {
             }
         }
         result
+    }
+
+    /// Opens the state directory's file for the current config and
+    /// account, reading its records into `held` the first time (and after
+    /// a reload to another server, account or state directory).
+    fn open_state(&self, config: &Config, client: &Client, held: &mut Held) {
+        let mut slot = self.state.lock().expect("not poisoned");
+        let Some(dir) = state::dir(config.state_dir.as_deref()) else {
+            *slot = None;
+            return;
+        };
+        let store = state::Store::new(&dir, &self.path, state::binding(&config.server.url, client));
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.path() == store.path() && s.binding() == store.binding())
+        {
+            return;
+        }
+        let mut store = store;
+        held.load_records(store.load(), Instant::now());
+        *slot = Some(store);
     }
 
     /// Runs a pass and, while it fails, retries with exponential backoff
@@ -197,6 +226,11 @@ fn log_pass(report: &PassReport, elapsed: Duration, held: usize) {
         ($level:ident) => {
             tracing::$level!(
                 elapsed_ms = elapsed.as_millis() as u64,
+                listing = if report.full_listing {
+                    "full"
+                } else {
+                    "scoped"
+                },
                 requests = c.requests,
                 response_bytes = c.response_bytes,
                 secrets_downloaded = c.secrets_downloaded,
@@ -342,6 +376,7 @@ impl Service {
             with_env,
             env: watch::channel(None).0,
             observer,
+            state: Mutex::new(None),
         }))
     }
 
@@ -440,6 +475,10 @@ pub async fn reload(service: &Arc<Service>, bytes: &[u8], ready: bool) -> Option
         } else {
             let paths: Vec<&Path> = new_plan.scheduled().into_iter().map(|(_, p)| p).collect();
             held.retain_targets(&paths);
+            // Changed selectors are resolved again at config load.
+            for p in &changed {
+                held.scope_mut().forget(p);
+            }
         }
         *service.current.write().await = Generation {
             config: new.clone(),

@@ -383,17 +383,53 @@ pub fn print_report(report: &sync::PassReport, out: &mut dyn Write) -> std::io::
 
 /// `passbolt-sync once`: one pass. Returns whether every target is current.
 pub async fn once(config: &Config, dry_run: bool, out: &mut dyn Write) -> Result<bool, AppError> {
+    once_with_state(config, None, dry_run, out).await
+}
+
+/// `once` for the config at `path`: with a state directory, targets whose
+/// file and stamps match what the last run recorded are current without a
+/// download, and the records are brought up to date.
+pub async fn once_with_state(
+    config: &Config,
+    path: Option<&Path>,
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> Result<bool, AppError> {
     let mut plan = plan(config)?;
     // Only `exec` has a child to give the environment to.
     plan.exec_env = None;
     let client = connect(config).await?;
     let started = Instant::now();
-    // A cold pass: nothing is held, so only the mapped secrets are read.
+    // Nothing is held, so only the mapped secrets are read, and of those
+    // only what the state directory does not show current.
     let mut held = Held::new();
+    let mut store = path
+        .zip(sync::state::dir(config.state_dir.as_deref()))
+        .map(|(path, dir)| {
+            sync::state::Store::new(
+                &dir,
+                path,
+                sync::state::binding(&config.server.url, &client),
+            )
+        });
+    if let Some(store) = &mut store {
+        held.load_records(store.load(), Instant::now());
+    }
     let report = sync::run_pass(&client, &plan, &mut held, None, PassOptions { dry_run }).await?;
+    if let Some(store) = &mut store
+        && !dry_run
+        && let Err(e) = store.save(&held.records(Instant::now()))
+    {
+        tracing::warn!(error = %e, "sync state not saved; the next run is cold");
+    }
     print_report(&report, out).map_err(|e| AppError::Other(format!("cannot write output: {e}")))?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
+        listing = if report.full_listing {
+            "full"
+        } else {
+            "scoped"
+        },
         requests = report.cost.requests,
         response_bytes = report.cost.response_bytes,
         secrets_downloaded = report.cost.secrets_downloaded,

@@ -51,6 +51,9 @@ impl Config {
         if let StatusFile::Path(p) = &mut config.status_file {
             anchor(p);
         }
+        if let Some(p) = &mut config.state_dir {
+            anchor(p);
+        }
         for p in [
             &mut config.server.client_cert_file,
             &mut config.server.client_key_file,

@@ -42,6 +42,10 @@ pub struct Config {
     /// Where the daemon writes each target's state after every pass.
     #[serde(default)]
     pub status_file: StatusFile,
+    /// Where each target's sync state is kept across restarts (ids,
+    /// stamps, digests; never a value); `$STATE_DIRECTORY` when absent.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub targets: Vec<Target>,
     /// What `passbolt-sync exec` gives its child, and how it treats it.

@@ -13,10 +13,12 @@
 //! is current and hands over what it downloaded. Values are `SecretFields`,
 //! which never print and are zeroized when dropped or replaced.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::sync::scope::Scope;
+use crate::sync::state::Record;
 use passbolt_client::FetchedSecret;
 use passbolt_client::secret::{Resource, SecretFields};
 
@@ -39,6 +41,12 @@ pub struct Held {
     used_by: HashMap<PathBuf, BTreeSet<String>>,
     /// When each target's secrets were last all downloaded again.
     full_sync: HashMap<PathBuf, Instant>,
+    /// What each target's names, folders and template resolved to.
+    scope: Scope,
+    /// What each target's file holds, for the state directory: read at
+    /// start (a target whose file and stamps match is current without a
+    /// download), brought up to date by every pass.
+    records: BTreeMap<PathBuf, Record>,
 }
 
 impl std::fmt::Debug for Held {
@@ -80,6 +88,8 @@ impl Held {
         self.secrets.clear();
         self.used_by.clear();
         self.full_sync.clear();
+        self.scope.clear();
+        self.records.clear();
         self.identity = None;
     }
 
@@ -88,6 +98,14 @@ impl Held {
     pub fn check_identity(&mut self, identity: &str) -> bool {
         match &self.identity {
             Some(held) if held == identity => false,
+            // Only the account's key was known (no metadata key loaded
+            // yet: the scoped listings so far named v4 or personal items
+            // only). What is held never depended on a metadata key, so
+            // learning the set is no change.
+            Some(held) if !held.contains(' ') && identity.split(' ').next() == Some(held) => {
+                self.identity = Some(identity.to_string());
+                false
+            }
             Some(_) => {
                 self.clear();
                 self.identity = Some(identity.to_string());
@@ -105,6 +123,56 @@ impl Held {
         let held = self.secrets.get(&r.id)?;
         (held.settled && r.modified.as_deref() == Some(held.modified.as_str()))
             .then_some(&held.fields)
+    }
+
+    /// Takes the records a state file held, with each target's last full
+    /// sync: the next one follows the recorded time, not the start.
+    pub fn load_records(&mut self, records: BTreeMap<PathBuf, Record>, now: Instant) {
+        let unix = chrono::Utc::now().timestamp();
+        for (path, r) in &records {
+            if let Some(at) = r.full_sync_at {
+                let age = Duration::from_secs(unix.saturating_sub(at).max(0) as u64);
+                self.full_sync
+                    .insert(path.clone(), now.checked_sub(age).unwrap_or(now));
+            }
+        }
+        self.records = records;
+    }
+
+    /// The records to keep in the state directory, with each target's
+    /// last full sync as Unix seconds.
+    pub fn records(&self, now: Instant) -> BTreeMap<PathBuf, Record> {
+        let unix = chrono::Utc::now().timestamp();
+        self.records
+            .iter()
+            .map(|(p, r)| {
+                let mut r = r.clone();
+                r.full_sync_at = self
+                    .full_sync
+                    .get(p)
+                    .map(|last| unix - now.saturating_duration_since(*last).as_secs() as i64);
+                (p.clone(), r)
+            })
+            .collect()
+    }
+
+    pub fn record(&self, target: &Path) -> Option<&Record> {
+        self.records.get(target)
+    }
+
+    pub fn set_record(&mut self, target: &Path, record: Option<Record>) {
+        match record {
+            Some(r) => self.records.insert(target.to_path_buf(), r),
+            None => self.records.remove(target),
+        };
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    pub fn scope_mut(&mut self) -> &mut Scope {
+        &mut self.scope
     }
 
     /// The held secret of `id`, current or not.
@@ -165,8 +233,19 @@ impl Held {
     pub fn retain_targets(&mut self, paths: &[&Path]) {
         self.used_by.retain(|p, _| paths.contains(&p.as_path()));
         self.full_sync.retain(|p, _| paths.contains(&p.as_path()));
+        self.scope.retain_targets(paths);
+        self.records.retain(|p, _| paths.contains(&p.as_path()));
         let used: BTreeSet<&String> = self.used_by.values().flatten().collect();
         self.secrets.retain(|id, _| used.contains(id));
+    }
+
+    /// Whether `target`'s full sync is due (see `full_sync_due`), without
+    /// starting its period.
+    pub fn full_sync_pending(&self, target: &Path, every: Option<Duration>, now: Instant) -> bool {
+        match (every, self.full_sync.get(target)) {
+            (Some(every), Some(last)) => now.duration_since(*last) >= every,
+            _ => false,
+        }
     }
 
     /// Whether `target`'s secrets are due to be downloaded again whatever
@@ -194,4 +273,22 @@ pub fn modified_epoch(modified: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(modified)
         .ok()
         .map(|t| t.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_the_metadata_keys_is_no_change_but_a_new_set_or_key_is() {
+        let mut h = Held::new();
+        assert!(!h.check_identity("USER"));
+        // A scoped listing of v4 items only, then one that loads the keys.
+        assert!(!h.check_identity("USER META1"));
+        h.used_by.insert(PathBuf::from("/t"), BTreeSet::new());
+        assert!(h.check_identity("USER META2"), "another set of keys");
+        assert!(h.used_by.is_empty());
+        assert!(h.check_identity("OTHER META2"), "another account key");
+        assert!(h.check_identity("USER"), "from keys back to none");
+    }
 }

@@ -9,6 +9,8 @@ pub mod pass;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod scope;
+pub mod state;
 pub mod write;
 
 pub use pass::{PassOptions, fetch_vars, list_for, resolve_only, resolve_selector, run_pass};

@@ -24,7 +24,9 @@ use crate::sync::write::{self, WriteOutcome};
 use passbolt_client::secret::{FieldError, Resource, Secret, SecretFields};
 use passbolt_client::{Client, ClientError, DecodeError, Listing};
 
+use crate::sync::held::{SETTLE_SECONDS, modified_epoch};
 use crate::sync::report::{PassReport, Status, TargetError, TargetReport};
+use crate::sync::{scope, state};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
@@ -272,6 +274,11 @@ struct TemplateLookup<'a> {
     target: &'a Path,
     /// Resources whose secret the template read.
     read: Mutex<BTreeSet<String>>,
+    /// Every resource the template named and found, secret or not.
+    found: Mutex<BTreeSet<String>>,
+    /// Whether a reference did not resolve: `Some(true)` when it named
+    /// nothing, `Some(false)` when it failed otherwise.
+    unresolved: Mutex<Option<bool>>,
     /// The first reason a secret could not be given, for the error.
     unavailable: Mutex<Option<TargetError>>,
 }
@@ -283,6 +290,8 @@ impl<'a> TemplateLookup<'a> {
             secrets,
             target,
             read: Mutex::new(BTreeSet::new()),
+            found: Mutex::new(BTreeSet::new()),
+            unresolved: Mutex::new(None),
             unavailable: Mutex::new(None),
         }
     }
@@ -292,11 +301,25 @@ impl Lookup for TemplateLookup<'_> {
     fn field(&self, resource: &str, field: &str) -> Result<Secret, String> {
         let field = Field::parse(field)?;
         let selector = Selector::from_reference(resource);
-        let r = resolve(self.listing, self.target, &selector).map_err(|e| match e {
-            TargetError::Missing { .. } => format!("no readable {selector}"),
-            other => other.to_string(),
+        let unresolved = |missing: bool| {
+            let mut u = self.unresolved.lock().expect("not poisoned");
+            *u = Some(u.unwrap_or(true) && missing);
+        };
+        let r = resolve(self.listing, self.target, &selector).map_err(|e| {
+            unresolved(e.is_missing());
+            match e {
+                TargetError::Missing { .. } => format!("no readable {selector}"),
+                other => other.to_string(),
+            }
         })?;
-        check_field(self.target, r, &field).map_err(|e| e.to_string())?;
+        self.found
+            .lock()
+            .expect("not poisoned")
+            .insert(r.id.clone());
+        check_field(self.target, r, &field).map_err(|e| {
+            unresolved(false);
+            e.to_string()
+        })?;
         if field.is_secret() {
             self.read.lock().expect("not poisoned").insert(r.id.clone());
         }
@@ -408,7 +431,14 @@ pub async fn fetch_vars(
     key: &Path,
     vars: &Vars,
 ) -> Result<Result<Vec<(String, Secret)>, TargetError>, ClientError> {
-    let listing = client.list(vars_use_folders(vars)).await?;
+    let sel = vars_selection(vars);
+    // By id only: nothing to resolve, so only those are listed.
+    let listing = if sel.dynamic {
+        client.list(vars_use_folders(vars)).await?
+    } else {
+        let ids: Vec<String> = sel.ids.into_iter().collect();
+        client.list_scoped(&ids, &[]).await?
+    };
     let needs = match checked_vars(&listing, key, vars) {
         Ok(needs) => needs,
         Err(e) => return Ok(Err(e)),
@@ -443,6 +473,10 @@ fn values(
 /// earlier passes downloaded; it is brought up to date. A server that
 /// cannot be reached, for the listing or the download, is an `Err`: no
 /// file is touched. Everything else is reported per target.
+///
+/// The pass lists only what its targets map (see `scope`): ids by id,
+/// resolved folders by folder, and everything only when names, folders or
+/// templates are due to be resolved again.
 pub async fn run_pass(
     client: &Client,
     plan: &Plan,
@@ -460,27 +494,92 @@ pub async fn run_pass(
         .exec_env
         .as_ref()
         .filter(|e| due.is_none_or(|d| d.iter().any(|p| p == e.key())));
-    let listing = client
-        .list(
-            selected.iter().any(|t| uses_folders(t))
-                || env_due.is_some_and(|e| vars_use_folders(&e.vars)),
-        )
-        .await?;
+    let folder_paths = selected.iter().any(|t| uses_folders(t))
+        || env_due.is_some_and(|e| vars_use_folders(&e.vars));
+
+    let now = Instant::now();
+    // What each due target (and the environment) selects before listing.
+    let mut keys: Vec<(&Path, Selection)> = selected
+        .iter()
+        .map(|t| (t.path(), selection(&t.output)))
+        .collect();
+    if let Some(e) = env_due {
+        keys.push((e.key(), vars_selection(&e.vars)));
+    }
+    let resolve_every = plan.resolve_every();
+    let mut full = keys.iter().any(|(k, sel)| {
+        sel.dynamic
+            && (held.scope().needs_full(k, resolve_every, now)
+                || held.full_sync_pending(k, plan.full_sync_every, now))
+    });
+    let listing = if full {
+        client.list(folder_paths).await?
+    } else {
+        let (mut ids, mut folders) = (BTreeSet::new(), BTreeSet::new());
+        for (k, sel) in &keys {
+            ids.extend(sel.ids.iter().cloned());
+            held.scope().add_request(k, &mut ids, &mut folders);
+        }
+        let ids: Vec<String> = ids.into_iter().collect();
+        let folders: Vec<String> = folders.into_iter().collect();
+        client.list_scoped(&ids, &folders).await?
+    };
     let dropped = held.len();
     if held.check_identity(&client.key_identity().await) && dropped > 0 {
         tracing::info!(
             dropped,
             "the account's key or the set of metadata keys changed; every held secret is downloaded again"
         );
+        // Resolution is redone too; the next pass lists in full.
     }
-    held.forget_unlisted(|id| listing.get(id).is_some());
+    let resolve_all = |listing: &Listing, held: &mut Held| {
+        let resolved: Vec<DueTarget> = selected
+            .iter()
+            .map(|t| resolve_due(listing, held, plan, t, now))
+            .collect();
+        let env = env_due.map(|e| resolve_env(listing, held, plan, e, now));
+        (resolved, env)
+    };
+    let (mut resolved, mut env) = resolve_all(&listing, held);
+    let mut listing = listing;
+    if !full {
+        // A resolved name, folder or template reference that no longer
+        // resolves on the scoped listing: gone, renamed, moved, or its
+        // folder gone. Only a full listing can tell which.
+        let stale = resolved
+            .iter()
+            .map(|d| (d.target.path(), d.resolution))
+            .chain(env.iter().map(|e| (e.env.key(), e.resolution)))
+            .filter(|(k, r)| {
+                *r != Resolution::Complete
+                    && keys.iter().any(|(kk, sel)| kk == k && sel.dynamic)
+                    && held.scope().was_resolved(k)
+            })
+            .map(|(k, _)| k.display().to_string())
+            .collect::<Vec<_>>();
+        if !stale.is_empty() {
+            tracing::info!(
+                targets = ?stale,
+                "a resolved resource no longer resolves on the scoped listing; resolving again on a full listing"
+            );
+            listing = client.list(folder_paths).await?;
+            full = true;
+            (resolved, env) = resolve_all(&listing, held);
+        }
+    }
+    if full {
+        held.forget_unlisted(|id| listing.get(id).is_some());
+        record_scope(client, held, &keys, &resolved, env.as_ref(), now);
+    } else {
+        // Only what was asked for by id is known gone; a folder member
+        // that left is dropped with its target's next use.
+        let asked: BTreeSet<&str> = keys
+            .iter()
+            .flat_map(|(_, sel)| sel.ids.iter().map(String::as_str))
+            .collect();
+        held.forget_unlisted(|id| !asked.contains(id) || listing.get(id).is_some());
+    }
 
-    let now = Instant::now();
-    let resolved: Vec<DueTarget> = selected
-        .into_iter()
-        .map(|t| resolve_due(&listing, held, plan, t, now))
-        .collect();
-    let env = env_due.map(|e| resolve_env(&listing, held, plan, e, now));
     let wanted: BTreeSet<String> = resolved
         .iter()
         .flat_map(|d| d.wanted.iter())
@@ -493,11 +592,13 @@ pub async fn run_pass(
 
     let mut report = PassReport {
         resources_listed: listing.resources.len(),
+        full_listing: full,
         full_sync: resolved.iter().any(|d| d.full_sync)
             || env.as_ref().is_some_and(|e| e.full_sync),
         ..PassReport::default()
     };
     let mut uses: Vec<(PathBuf, BTreeSet<String>, bool)> = Vec::new();
+    let mut records: Vec<(PathBuf, Option<state::Record>)> = Vec::new();
     {
         let secrets = Secrets {
             held,
@@ -505,9 +606,35 @@ pub async fn run_pass(
             failed: &downloads.failed,
         };
         for d in resolved {
+            let path = d.target.path().to_path_buf();
+            if d.warm {
+                tracing::debug!(target_path = %path.display(), "target current as recorded; nothing downloaded");
+                uses.push((path.clone(), BTreeSet::new(), d.full_sync));
+                report.targets.push(TargetReport {
+                    path,
+                    status: Status::Unchanged,
+                    hook: None,
+                });
+                continue;
+            }
             let (content, read) = render(&listing, &secrets, d.target, d.resolved);
-            uses.push((d.target.path().to_path_buf(), read, d.full_sync));
-            report.targets.push(apply(d.target, content, opts).await);
+            let digest = content.as_ref().ok().map(|c| state::sha256_hex(c));
+            uses.push((path.clone(), read, d.full_sync));
+            let applied = apply(d.target, content, opts).await;
+            if !opts.dry_run {
+                let record = match (&applied.status, digest) {
+                    (
+                        Status::Created
+                        | Status::Updated { .. }
+                        | Status::Unchanged
+                        | Status::MetadataFixed,
+                        Some(digest),
+                    ) => new_record(d.target, &listing, &d.deps, digest),
+                    _ => None,
+                };
+                records.push((path, record));
+            }
+            report.targets.push(applied);
         }
         if let Some(e) = env {
             let key = e.env.key();
@@ -525,6 +652,9 @@ pub async fn run_pass(
             report.env = Some(rendered);
         }
     }
+    for (path, record) in records {
+        held.set_record(&path, record);
+    }
     for (path, read, full_sync) in uses {
         held.record_use(&path, read);
         if full_sync {
@@ -539,10 +669,134 @@ pub async fn run_pass(
     Ok(report)
 }
 
+/// What a target selects before any listing.
+struct Selection {
+    /// The ids it names: listed by id at every pass.
+    ids: BTreeSet<String>,
+    /// Whether it also names resources by name, folder or template
+    /// reference, which only a full listing resolves.
+    dynamic: bool,
+}
+
+fn vars_selection(vars: &Vars) -> Selection {
+    let mut sel = Selection {
+        ids: BTreeSet::new(),
+        dynamic: vars.folder.is_some(),
+    };
+    for v in vars.named.values() {
+        match &v.selector {
+            Selector::Id(id) => {
+                sel.ids.insert(id.clone());
+            }
+            Selector::Name { .. } => sel.dynamic = true,
+        }
+    }
+    sel
+}
+
+fn selection(output: &Output) -> Selection {
+    match output {
+        Output::Raw(VarSpec {
+            selector: Selector::Id(id),
+            ..
+        }) => Selection {
+            ids: BTreeSet::from([id.clone()]),
+            dynamic: false,
+        },
+        Output::Raw(_) | Output::Template(_) => Selection {
+            ids: BTreeSet::new(),
+            dynamic: true,
+        },
+        Output::Dotenv { vars, .. } | Output::Json { vars } => vars_selection(vars),
+    }
+}
+
+/// After a full listing: what each due target's names, folders and
+/// template references resolved to, for the scoped passes until the next
+/// resolution.
+fn record_scope(
+    client: &Client,
+    held: &mut Held,
+    keys: &[(&Path, Selection)],
+    resolved: &[DueTarget],
+    env: Option<&DueEnv>,
+    now: Instant,
+) {
+    let found = resolved
+        .iter()
+        .map(|d| {
+            (
+                d.target.path(),
+                d.resolution,
+                &d.found,
+                match &d.target.output {
+                    Output::Dotenv { vars, .. } | Output::Json { vars } => vars.folder.as_deref(),
+                    _ => None,
+                },
+            )
+        })
+        .chain(env.map(|e| {
+            (
+                e.env.key(),
+                e.resolution,
+                &e.found,
+                e.env.vars.folder.as_deref(),
+            )
+        }));
+    for (key, resolution, ids, folder) in found {
+        if !keys.iter().any(|(k, sel)| *k == key && sel.dynamic) {
+            continue;
+        }
+        let folders: BTreeSet<String> = folder
+            .map(|f| client.folder_ids(f).into_iter().collect())
+            .unwrap_or_default();
+        let outcome = match resolution {
+            Resolution::Complete => scope::Outcome::Resolved {
+                ids: ids.clone(),
+                folders,
+            },
+            Resolution::Missing => scope::Outcome::Missing {
+                ids: ids.clone(),
+                folders,
+            },
+            Resolution::Failed => scope::Outcome::Failed,
+        };
+        held.scope_mut().record(key, outcome, now);
+    }
+}
+
+/// How a due target's selectors resolved on the listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolution {
+    Complete,
+    /// One named nothing: `on_missing` applies.
+    Missing,
+    /// Failed otherwise: ambiguous, colliding, undecodable, unreadable.
+    Failed,
+}
+
+impl Resolution {
+    fn of<T>(r: &Result<T, TargetError>) -> Resolution {
+        match r {
+            Ok(_) => Resolution::Complete,
+            Err(e) if e.is_missing() => Resolution::Missing,
+            Err(_) => Resolution::Failed,
+        }
+    }
+}
+
 /// A due target, resolved against the listing.
 struct DueTarget<'a> {
     target: &'a PlannedTarget,
     resolved: Result<Resolved, TargetError>,
+    resolution: Resolution,
+    /// Every resource its selectors resolved to (not a folder's members).
+    found: BTreeSet<String>,
+    /// Every resource its content comes from, folder members included.
+    deps: BTreeSet<String>,
+    /// Its file holds what the state directory recorded, from resources
+    /// whose stamps have not moved: current without a download.
+    warm: bool,
     /// Whether its secrets are all downloaded again in this pass.
     full_sync: bool,
     /// The secrets it reads that are not held current (all of them in a
@@ -558,38 +812,166 @@ fn resolve_due<'a>(
     now: Instant,
 ) -> DueTarget<'a> {
     let full_sync = held.full_sync_due(t.path(), plan.full_sync_every, now);
-    let (resolved, reads) = match &t.output {
+    let (resolved, reads, resolution, found, deps) = match &t.output {
         Output::Template(file) => match file.current(t.path()) {
             Ok(tpl) => {
                 // A first render names the resources the template reads.
                 let lookup = TemplateLookup::new(listing, None, t.path());
-                let _ = tpl.render(&lookup);
+                let rendered = tpl.render(&lookup);
+                let resolution = match lookup.unresolved.into_inner().expect("not poisoned") {
+                    Some(true) => Resolution::Missing,
+                    Some(false) => Resolution::Failed,
+                    None if rendered.is_err() => Resolution::Failed,
+                    None => Resolution::Complete,
+                };
                 let reads = lookup.read.into_inner().expect("not poisoned");
-                (Ok(Resolved::Template(tpl)), reads)
+                let found = lookup.found.into_inner().expect("not poisoned");
+                let deps = found.clone();
+                (Ok(Resolved::Template(tpl)), reads, resolution, found, deps)
             }
-            Err(e) => (Err(e), BTreeSet::new()),
+            Err(e) => (
+                Err(e),
+                BTreeSet::new(),
+                Resolution::Failed,
+                BTreeSet::new(),
+                BTreeSet::new(),
+            ),
         },
-        _ => match requirements(listing, t) {
-            Ok(needs) => {
-                let reads = secret_reads(&needs);
-                (Ok(Resolved::Values(needs)), reads)
+        _ => {
+            let needs = requirements(listing, t);
+            let resolution = Resolution::of(&needs);
+            match needs {
+                Ok(needs) => {
+                    let reads = secret_reads(&needs);
+                    let found = named_ids(&needs, t_folder_members(listing, &t.output));
+                    let deps = needs.iter().map(|n| n.id.clone()).collect();
+                    (Ok(Resolved::Values(needs)), reads, resolution, found, deps)
+                }
+                Err(e) => (
+                    Err(e),
+                    BTreeSet::new(),
+                    resolution,
+                    BTreeSet::new(),
+                    BTreeSet::new(),
+                ),
             }
-            Err(e) => (Err(e), BTreeSet::new()),
-        },
+        }
     };
-    let wanted = to_download(reads, full_sync, listing, held);
+    // Held secrets are the cheapest evidence; a record is the next one.
+    let held_current = reads
+        .iter()
+        .all(|id| listing.get(id).and_then(|r| held.current(r)).is_some());
+    let warm = !full_sync
+        && resolution == Resolution::Complete
+        && !held_current
+        && matches_record(held, t, listing, &deps);
+    if !warm && !held_current && held.record(t.path()).is_some() {
+        tracing::debug!(target_path = %t.path().display(), "the recorded state does not match; the target is cold");
+        held.set_record(t.path(), None);
+    }
+    let wanted = if warm {
+        BTreeSet::new()
+    } else {
+        to_download(reads, full_sync, listing, held)
+    };
     DueTarget {
         target: t,
         resolved,
+        resolution,
+        found,
+        deps,
+        warm,
         full_sync,
         wanted,
     }
+}
+
+/// Whether `t`'s file still holds what its record says, from resources
+/// whose stamps are the recorded ones.
+fn matches_record(
+    held: &Held,
+    t: &PlannedTarget,
+    listing: &Listing,
+    deps: &BTreeSet<String>,
+) -> bool {
+    let Some(r) = held.record(t.path()) else {
+        return false;
+    };
+    r.resources.len() == deps.len()
+        && deps.iter().all(|id| {
+            listing.get(id).and_then(|x| x.modified.as_deref())
+                == r.resources.get(id).map(String::as_str)
+        })
+        && r.form == state::form(t)
+        && write::read_current(t.path())
+            .ok()
+            .flatten()
+            .is_some_and(|bytes| state::sha256_hex(&bytes) == r.digest)
+}
+
+/// The record of a target whose file now holds `content`: `None` unless
+/// every resource it came from has a settled stamp (a later edit in the
+/// same second would keep the stamp).
+fn new_record(
+    t: &PlannedTarget,
+    listing: &Listing,
+    deps: &BTreeSet<String>,
+    digest: String,
+) -> Option<state::Record> {
+    let now = listing.servertime?;
+    let resources = deps
+        .iter()
+        .map(|id| {
+            let m = listing.get(id)?.modified.clone()?;
+            let settled = modified_epoch(&m).is_some_and(|e| e + SETTLE_SECONDS <= now);
+            settled.then_some((id.clone(), m))
+        })
+        .collect::<Option<BTreeMap<String, String>>>()?;
+    Some(state::Record {
+        form: state::form(t),
+        digest,
+        resources,
+        full_sync_at: None,
+    })
+}
+
+/// The members of the folder a target's variables take, if any: listed
+/// by folder, not by id.
+fn t_folder_members(listing: &Listing, output: &Output) -> BTreeSet<String> {
+    match output {
+        Output::Dotenv { vars, .. } | Output::Json { vars } => folder_members(listing, vars),
+        _ => BTreeSet::new(),
+    }
+}
+
+fn folder_members(listing: &Listing, vars: &Vars) -> BTreeSet<String> {
+    let Some(folder) = &vars.folder else {
+        return BTreeSet::new();
+    };
+    listing
+        .resources
+        .iter()
+        .filter(|r| r.folder.as_deref() == Some(folder.as_str()))
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+/// The ids `needs` resolved to, but the folder's members (which the
+/// scoped listing finds by folder, so that one moved out is not listed).
+fn named_ids(needs: &[Need], members: BTreeSet<String>) -> BTreeSet<String> {
+    needs
+        .iter()
+        .filter(|n| !members.contains(&n.id))
+        .map(|n| n.id.clone())
+        .collect()
 }
 
 /// The exec environment of a pass, resolved against the listing.
 struct DueEnv<'a> {
     env: &'a PlannedEnv,
     needs: Result<Vec<Need>, TargetError>,
+    resolution: Resolution,
+    found: BTreeSet<String>,
     full_sync: bool,
     wanted: BTreeSet<String>,
 }
@@ -603,11 +985,18 @@ fn resolve_env<'a>(
 ) -> DueEnv<'a> {
     let full_sync = held.full_sync_due(env.key(), plan.full_sync_every, now);
     let needs = checked_vars(listing, env.key(), &env.vars);
+    let resolution = Resolution::of(&needs);
     let reads = needs.as_deref().map(secret_reads).unwrap_or_default();
+    let found = needs
+        .as_deref()
+        .map(|n| named_ids(n, folder_members(listing, &env.vars)))
+        .unwrap_or_default();
     let wanted = to_download(reads, full_sync, listing, held);
     DueEnv {
         env,
         needs,
+        resolution,
+        found,
         full_sync,
         wanted,
     }

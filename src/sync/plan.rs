@@ -166,6 +166,15 @@ impl Plan {
         })
     }
 
+    /// How often names, folder paths and template references are
+    /// resolved again on a full listing: with each full sync, or hourly
+    /// when full syncs are off (a name that starts to match, a renamed
+    /// folder, are noticed then).
+    pub fn resolve_every(&self) -> Duration {
+        self.full_sync_every
+            .unwrap_or(crate::config::DEFAULT_FULL_SYNC_EVERY)
+    }
+
     pub fn target(&self, path: &Path) -> Option<&PlannedTarget> {
         self.targets.iter().find(|t| t.path() == path)
     }

@@ -133,6 +133,9 @@ pub struct TargetReport {
 pub struct PassReport {
     pub targets: Vec<TargetReport>,
     pub resources_listed: usize,
+    /// Whether the pass listed every readable resource (to resolve names,
+    /// folders or templates) rather than only the mapped ones.
+    pub full_listing: bool,
     /// What the pass cost: requests, bytes, secrets downloaded, private-key
     /// operations (logins and refreshes included).
     pub cost: Counters,

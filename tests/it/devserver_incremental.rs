@@ -240,6 +240,45 @@ async fn has_id_restricts_the_listing_and_refuses_what_is_not_a_uuid() {
     assert_eq!(body_ids(&full).len(), 14);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn has_parent_lists_a_folders_direct_members_anded_with_has_id() {
+    let server = devserver(Options::default()).await;
+    let c = client(&server, &fixture("bob"));
+    let raw = Raw::new(&server, &c).await;
+    let (status, body) = raw
+        .get(&format!(
+            "/resources.json?filter[has-parent][]={}",
+            ids::FOLDER_MYAPP
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body_ids(&body), [ids::MYAPP_DB, ids::MYAPP_API]);
+    // Direct members only: the parent folder has its own, not myapp's.
+    let (_, body) = raw
+        .get(&format!(
+            "/resources.json?filter%5Bhas-parent%5D%5B%5D={}",
+            ids::FOLDER_PRODUCTION
+        ))
+        .await;
+    assert!(!body_ids(&body).contains(&ids::MYAPP_DB.to_string()));
+    assert!(!body_ids(&body).is_empty());
+    // ANDed with has-id; the root is `false`.
+    let (_, body) = raw
+        .get(&format!(
+            "/resources.json?filter[has-parent][]={}&filter[has-id][]={}&filter[has-id][]={}",
+            ids::FOLDER_MYAPP,
+            ids::MYAPP_API,
+            ids::V5_PIN
+        ))
+        .await;
+    assert_eq!(body_ids(&body), [ids::MYAPP_API]);
+    let (_, root) = raw.get("/resources.json?filter[has-parent][]=false").await;
+    assert!(!body_ids(&root).contains(&ids::MYAPP_API.to_string()));
+    assert!(!body_ids(&root).is_empty());
+    let (status, _) = raw.get("/resources.json?filter[has-parent][]=nope").await;
+    assert_eq!(status, 400);
+}
+
 fn extra_resource(id: &str, readers: Vec<String>) -> SeedResource {
     SeedResource {
         id: id.into(),

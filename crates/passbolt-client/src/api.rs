@@ -16,9 +16,24 @@ pub async fn resource_types(s: &Session) -> Result<Vec<ResourceType>, ClientErro
 /// One `filter[has-id][]=` parameter, percent-encoded, before its id.
 pub const HAS_ID_PARAM: &str = "filter%5Bhas-id%5D%5B%5D=";
 
+/// One `filter[has-parent][]=` parameter, percent-encoded, before its
+/// folder id. The server ANDs it with `has-id`, so a listing uses one or
+/// the other.
+pub const HAS_PARENT_PARAM: &str = "filter%5Bhas-parent%5D%5B%5D=";
+
 /// The path and query of a listing: with the caller's secrets when
 /// `with_secrets`, restricted to `ids` when not empty.
 pub fn resources_path(with_secrets: bool, ids: &[String]) -> String {
+    resources_query(with_secrets, ids, HAS_ID_PARAM)
+}
+
+/// The path and query of a listing of the resources directly inside the
+/// folders `parents` (not empty), without secrets.
+pub fn resources_in_path(parents: &[String]) -> String {
+    resources_query(false, parents, HAS_PARENT_PARAM)
+}
+
+fn resources_query(with_secrets: bool, ids: &[String], param: &str) -> String {
     let mut query = Vec::new();
     // The server includes a contain as soon as the key is present, even
     // with value 0: leave it out instead.
@@ -26,7 +41,7 @@ pub fn resources_path(with_secrets: bool, ids: &[String]) -> String {
         query.push("contain%5Bsecret%5D=1".to_string());
     }
     for id in ids {
-        query.push(format!("{HAS_ID_PARAM}{id}"));
+        query.push(format!("{param}{id}"));
     }
     if query.is_empty() {
         "/resources.json".to_string()
@@ -44,6 +59,15 @@ pub async fn resources(
 ) -> Result<(Vec<Resource>, Option<i64>), ClientError> {
     s.get_timed(&resources_path(with_secrets, ids.unwrap_or_default()))
         .await
+}
+
+/// The resources directly inside the folders `parents`, without secrets,
+/// with the answer's `header.servertime`.
+pub async fn resources_in(
+    s: &Session,
+    parents: &[String],
+) -> Result<(Vec<Resource>, Option<i64>), ClientError> {
+    s.get_timed(&resources_in_path(parents)).await
 }
 
 pub async fn folders(s: &Session) -> Result<Vec<Folder>, ClientError> {

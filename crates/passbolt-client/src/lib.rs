@@ -335,6 +335,9 @@ pub struct Client {
     /// id, each with the digest of the row it was decoded from.
     metadata: StdMutex<HashMap<String, DecodedMetadata>>,
     folder_names: StdMutex<HashMap<String, (u64, String)>>,
+    /// Folder paths by folder id as of the last listing that asked for
+    /// them: a scoped listing names folders from here without a request.
+    known_paths: StdMutex<HashMap<String, String>>,
     digests: RandomState,
     secrets_downloaded: AtomicU64,
     /// The server answered 404 for the metadata keys: it predates v5.
@@ -349,6 +352,7 @@ impl Client {
             keyring: Mutex::new(Keyring::default()),
             metadata: StdMutex::new(HashMap::new()),
             folder_names: StdMutex::new(HashMap::new()),
+            known_paths: StdMutex::new(HashMap::new()),
             digests: RandomState::new(),
             secrets_downloaded: AtomicU64::new(0),
             pre_v5: AtomicBool::new(false),
@@ -497,6 +501,66 @@ impl Client {
         Ok(listing)
     }
 
+    /// Lists only the resources `ids` and those directly inside the
+    /// folders `parents` (`filter[has-id][]` and `filter[has-parent][]`,
+    /// which the server ANDs, so in separate requests), each kind in as
+    /// many requests as keep each URL under `MAX_URL_BYTES`; none when
+    /// both are empty. Folder paths come from the last full listing that
+    /// named them (a folder unknown then has none): a scoped listing costs
+    /// no `/folders.json`. The metadata cache keeps what is not listed,
+    /// for the next full listing.
+    pub async fn list_scoped(
+        &self,
+        ids: &[String],
+        parents: &[String],
+    ) -> Result<Listing, ClientError> {
+        let mut rows = Vec::new();
+        let mut servertime: Option<i64> = None;
+        let mut keep = |(more, time): (Vec<model::Resource>, Option<i64>)| {
+            rows.extend(more);
+            // The oldest clock of the answers: nothing here is newer.
+            servertime = match (servertime, time) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        };
+        for batch in self.batches(ids) {
+            keep(api::resources(&self.session, false, Some(batch)).await?);
+        }
+        for batch in self.batches_of(parents, api::HAS_PARENT_PARAM) {
+            keep(api::resources_in(&self.session, batch).await?);
+        }
+        let parents_of: Vec<Option<String>> =
+            rows.iter().map(|r| r.folder_parent_id.clone()).collect();
+        let (decoded, failures) = self.decode_rows(rows).await?;
+        let paths = self.known_paths.lock().expect("not poisoned").clone();
+        let resources = decoded
+            .into_iter()
+            .zip(parents_of)
+            .filter_map(|(item, parent)| {
+                let (mut resource, _) = item?;
+                resource.folder = parent.and_then(|p| paths.get(&p).cloned());
+                Some(resource)
+            })
+            .collect();
+        Ok(Listing::new(resources, failures, servertime))
+    }
+
+    /// The ids of the folders whose path is `path`, as of the last listing
+    /// with folder paths (several folders may share a path).
+    pub fn folder_ids(&self, path: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .known_paths
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(_, p)| p.as_str() == path)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Downloads and decrypts the secrets of `ids` (`contain[secret]`
     /// restricted by `filter[has-id][]`), in as many requests as keep each
     /// URL under `MAX_URL_BYTES`. Decryption of one batch overlaps the
@@ -549,9 +613,14 @@ impl Client {
     /// Splits `ids` into batches whose listing URL stays within
     /// `MAX_URL_BYTES`.
     pub fn batches<'a>(&self, ids: &'a [String]) -> Vec<&'a [String]> {
+        self.batches_of(ids, api::HAS_ID_PARAM)
+    }
+
+    /// Like `batches`, for ids each sent after `param`.
+    fn batches_of<'a>(&self, ids: &'a [String], param: &str) -> Vec<&'a [String]> {
         let fixed = self.session.options().base_url.len() + api::resources_path(true, &[]).len();
         // "&" and the parameter before each 36-character id.
-        let per_id = api::HAS_ID_PARAM.len() + 1 + 36;
+        let per_id = param.len() + 1 + 36;
         let per_batch = (MAX_URL_BYTES.saturating_sub(fixed) / per_id).max(1);
         ids.chunks(per_batch).collect()
     }
@@ -777,6 +846,7 @@ impl Client {
         .await
         .expect("folder decoding task");
         *self.folder_names.lock().expect("not poisoned") = names;
+        *self.known_paths.lock().expect("not poisoned") = paths.clone();
         Ok(paths)
     }
 }

@@ -106,7 +106,13 @@ pub enum Event {
     Request {
         method: String,
         path: String,
+        /// The raw query string, empty when there is none.
+        query: String,
         status: u16,
+        /// Time spent answering, from routing to the response built (the
+        /// server-side cost a client causes, as a real server's handler
+        /// time would be).
+        micros: u64,
     },
     /// One secret handed out, as the real server's secret access log
     /// records it: one per secret in a listing or view with
@@ -580,6 +586,43 @@ impl DevServer {
             .iter()
             .filter(|e| matches!(e, Event::Request { .. }))
             .count()
+    }
+
+    /// Every request served so far: path, query and handler time.
+    pub fn requests(&self) -> Vec<(String, String, Duration)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Request {
+                    path,
+                    query,
+                    micros,
+                    ..
+                } => Some((path, query, Duration::from_micros(micros))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Moves a resource into `folder` (`None`: the root). As on the real
+    /// server, where a move changes the folder relation only, `modified`
+    /// stays.
+    pub fn move_resource(&self, id: &str, folder: Option<&str>) {
+        if let Some(r) = self.state.data().resources.get_mut(id) {
+            r.seed.folder_id = folder.map(str::to_string);
+        }
+    }
+
+    /// Removes a folder; the resources in it move to the root: the folder
+    /// id stops answering while its resources stay readable.
+    pub fn remove_folder(&self, id: &str) {
+        let mut data = self.state.data();
+        data.folders.shift_remove(id);
+        for r in data.resources.values_mut() {
+            if r.seed.folder_id.as_deref() == Some(id) {
+                r.seed.folder_id = None;
+            }
+        }
     }
 
     /// Shifts the server's clock by `seconds` from the real one (or from

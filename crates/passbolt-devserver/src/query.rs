@@ -69,14 +69,47 @@ impl Query {
         Ok(Some(ids))
     }
 
-    /// The `filter[has-id]` array PHP builds from the query: a later plain
-    /// `filter[has-id]=x` replaces what came before (the server then casts
-    /// it to `[x]`), `[]` appends, `[k]` sets key `k`.
+    /// `filter[has-parent]`: `None` when absent, else the folder ids
+    /// (lower-cased), `None` in the list standing for the root (`false`
+    /// or `0`, the server's `Folder::ROOT_ID`). An entry that is neither a
+    /// UUID nor the root is a 400 (the message follows `has-id`'s; the
+    /// server's own wording for this filter is not captured).
+    #[allow(clippy::type_complexity)]
+    pub fn has_parent(&self) -> Result<Option<Vec<Option<String>>>, String> {
+        let Some(entries) = self.entries("filter[has-parent]") else {
+            return Ok(None);
+        };
+        let mut ids = Vec::with_capacity(entries.len());
+        for Entry { key, value } in entries {
+            let invalid = |what: &str| {
+                format!(
+                    "Invalid filter. \"{what}\" is not a valid folder id for filter has-parent."
+                )
+            };
+            if !is_php_int(&key) {
+                return Err(invalid(&key));
+            }
+            match value {
+                Some(v) if v == "0" || v.eq_ignore_ascii_case("false") => ids.push(None),
+                Some(v) if is_uuid(&v) => ids.push(Some(v.to_ascii_lowercase())),
+                Some(v) => return Err(invalid(&v)),
+                None => return Err(invalid(&key)),
+            }
+        }
+        Ok(Some(ids))
+    }
+
     fn has_id_entries(&self) -> Option<Vec<Entry>> {
-        const KEY: &str = "filter[has-id]";
+        self.entries("filter[has-id]")
+    }
+
+    /// The `KEY` array PHP builds from the query (e.g. `filter[has-id]`):
+    /// a later plain `KEY=x` replaces what came before (the server then
+    /// casts it to `[x]`), `[]` appends, `[k]` sets key `k`.
+    fn entries(&self, key: &str) -> Option<Vec<Entry>> {
         let mut entries: Option<Vec<Entry>> = None;
         for (k, v) in &self.pairs {
-            let Some(rest) = k.strip_prefix(KEY) else {
+            let Some(rest) = k.strip_prefix(key) else {
                 continue;
             };
             if rest.is_empty() {
@@ -189,6 +222,19 @@ mod tests {
         // to CakePHP.
         assert!(has_id("filter[has-id][]=3c2b5e1a000040008000000000000001").is_err());
         assert!(has_id(&format!("filter[has-id][]={{{A}}}")).is_err());
+    }
+
+    #[test]
+    fn has_parent_takes_folder_ids_and_the_root() {
+        let q = |raw: &str| Query::parse(Some(raw)).has_parent();
+        assert_eq!(q("contain[secret]=1"), Ok(None));
+        assert_eq!(
+            q(&format!(
+                "filter%5Bhas-parent%5D%5B%5D={A}&filter[has-parent][]=false&filter[has-parent][]=0"
+            )),
+            Ok(Some(vec![Some(A.into()), None, None]))
+        );
+        assert!(q("filter[has-parent][]=nope").is_err());
     }
 
     #[test]

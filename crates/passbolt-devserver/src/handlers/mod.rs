@@ -99,6 +99,7 @@ pub(super) async fn dispatch(
         tokio::time::sleep(delay).await;
     }
     let path = uri.path().to_string();
+    let started = std::time::Instant::now();
     let malformed = faults
         .malformed_path
         .as_deref()
@@ -126,7 +127,9 @@ pub(super) async fn dispatch(
     state.data().events.push(Event::Request {
         method: method.to_string(),
         path,
+        query: uri.query().unwrap_or_default().to_string(),
         status: resp.status().as_u16(),
+        micros: started.elapsed().as_micros() as u64,
     });
     resp
 }

@@ -124,11 +124,15 @@ pub(super) fn me(state: &State, path: &str, query: &Query, user_id: &str) -> Res
 }
 
 /// `/resources.json`: what the caller can read, restricted by
-/// `filter[has-id]`, with their secrets under `contain[secret]` (each one
+/// `filter[has-id]` and `filter[has-parent]` (the folders plugin is on), with their secrets under `contain[secret]` (each one
 /// handed out is logged, as the real server's secret access log does).
 pub(super) fn resources_index(state: &State, path: &str, query: &Query, user_id: &str) -> Response {
     let ids = match query.has_id() {
         Ok(ids) => ids,
+        Err(message) => return error(state, StatusCode::BAD_REQUEST, path, &message),
+    };
+    let parents = match query.has_parent() {
+        Ok(parents) => parents,
         Err(message) => return error(state, StatusCode::BAD_REQUEST, path, &message),
     };
     let with_secret = query.contains("secret");
@@ -149,6 +153,13 @@ pub(super) fn resources_index(state: &State, path: &str, query: &Query, user_id:
     }
     .into_iter()
     .filter(|r| r.seed.readers.iter().any(|u| u == user_id))
+    // ANDed with `has-id`, as the server's finder chains its filters.
+    .filter(|r| {
+        parents.as_ref().is_none_or(|p| {
+            p.iter()
+                .any(|f| f.as_deref() == r.seed.folder_id.as_deref())
+        })
+    })
     .map(|r| resource_json(r, user_id, with_secret, &mut read))
     .collect();
     let items = listing_faults(items, &data.faults);
