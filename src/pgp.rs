@@ -617,15 +617,15 @@ impl DecryptionHelper for Helper<'_> {
 ///
 /// sequoia 2.4's OpenSSL backend hands OpenSSL an RSA key as n, e and d
 /// only, for every operation: OpenSSL then exponentiates modulo n with the
-/// whole private exponent, about three times the work of the CRT form (two
+/// whole private exponent, four times the time of the CRT form (two
 /// exponentiations modulo p and q) that GnuPG, nettle and `openssl speed`
 /// use, and twice nettle's time. The secret key material has p, q and u, so
 /// the CRT key is built once when the key is unlocked, and each decryption
 /// runs on it with OpenSSL's constant-time exponentiation, its blinding and
 /// its check of the CRT result against the public key. Built once, not per
-/// operation: setting up a key (blinding needs a modular inverse) costs
-/// about a third of the decryption itself. Other algorithms, and signing,
-/// go to sequoia unchanged.
+/// operation: setting up a key (blinding needs a modular inverse) adds about
+/// 40 % to a decryption. Other algorithms, and signing, go to sequoia
+/// unchanged.
 #[cfg(feature = "crypto-openssl")]
 mod rsa_crt {
     use super::openpgp;
