@@ -295,6 +295,15 @@ async fn a_running_daemon_has_no_passphrase_in_its_environment_no_core_dumps_and
         "{}",
         d.log()
     );
+    // That change's hook still runs after the pin is written, and its
+    // environment has the later variable (not named yet): its hook.env
+    // must not be taken for the next one's.
+    assert!(
+        d.wait_log("hook succeeded", 2, Duration::from_secs(10))
+            .await,
+        "{}",
+        d.log()
+    );
 
     // A reload naming a variable that was never captured reads it from the
     // environment; hooks do not get that one either.
