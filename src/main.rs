@@ -300,6 +300,21 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// Where `set` and `create` take the value from; `None` when no source
+/// was given.
+fn value_source(
+    file: Option<PathBuf>,
+    stdin: bool,
+    generate: bool,
+) -> Option<cli::set::ValueSource> {
+    match (file, stdin, generate) {
+        (Some(path), _, _) => Some(cli::set::ValueSource::File(path)),
+        (None, true, _) => Some(cli::set::ValueSource::Stdin),
+        (None, false, true) => Some(cli::set::ValueSource::Generate),
+        (None, false, false) => None,
+    }
+}
+
 /// Prints `e` and returns its exit code.
 fn fail(e: &dyn std::fmt::Display, code: i32) -> i32 {
     eprintln!("passbolt-sync: {e}");
@@ -344,16 +359,11 @@ async fn run(cli: Cli) -> i32 {
             generate,
             print,
         } => {
-            let source = match (value_file, stdin, generate) {
-                (Some(path), _, _) => cli::set::ValueSource::File(path),
-                (None, true, _) => cli::set::ValueSource::Stdin,
-                (None, false, true) => cli::set::ValueSource::Generate,
-                (None, false, false) => {
-                    return fail(
-                        &"set needs the new value: --value-file FILE, --stdin or --generate",
-                        2,
-                    );
-                }
+            let Some(source) = value_source(value_file, stdin, generate) else {
+                return fail(
+                    &"set needs the new value: --value-file FILE, --stdin or --generate",
+                    2,
+                );
             };
             let result = async {
                 let value = cli::set::read_value(&source, &mut std::io::stdin())?;
@@ -393,16 +403,11 @@ async fn run(cli: Cli) -> i32 {
             if_missing,
             print,
         } => {
-            let source = match (value_file, stdin, generate) {
-                (Some(path), _, _) => cli::set::ValueSource::File(path),
-                (None, true, _) => cli::set::ValueSource::Stdin,
-                (None, false, true) => cli::set::ValueSource::Generate,
-                (None, false, false) => {
-                    return fail(
-                        &"create needs the password: --value-file FILE, --stdin or --generate",
-                        2,
-                    );
-                }
+            let Some(source) = value_source(value_file, stdin, generate) else {
+                return fail(
+                    &"create needs the password: --value-file FILE, --stdin or --generate",
+                    2,
+                );
             };
             let args = cli::create::CreateArgs {
                 name: &name,

@@ -64,14 +64,6 @@ pub enum ExecError {
     FirstPass,
     #[error("stopped by {0} before the child was started")]
     Stopped(Signal),
-    #[error("cannot install a signal handler: {0}")]
-    Signal(#[source] std::io::Error),
-    #[error("cannot watch {}: {source}", .path.display())]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: Box<crate::runtime::watch::WatchError>,
-    },
 }
 
 impl ExecError {
@@ -153,7 +145,7 @@ struct Forwarded {
 }
 
 fn install(kind: SignalKind) -> Result<SignalStream, ExecError> {
-    signal(kind).map_err(ExecError::Signal)
+    signal(kind).map_err(|e| ExecError::Agent(AgentError::Signal(e)))
 }
 
 impl Forwarded {
@@ -226,7 +218,7 @@ pub async fn run(path: PathBuf, command: Vec<OsString>) -> Result<i32, ExecError
     // Only as PID 1, which inherits every orphan of its namespace.
     let mut sigchld = reaper.then(|| install(SignalKind::child())).transpose()?;
     let (watcher, mut changes) =
-        ConfigWatcher::spawn(path.clone(), &bytes).map_err(|source| ExecError::Watch {
+        ConfigWatcher::spawn(path.clone(), &bytes).map_err(|source| AgentError::Watch {
             path: path.clone(),
             source: Box::new(source),
         })?;
