@@ -170,6 +170,25 @@ impl Client {
             Err(e) => Err(e),
         }
     }
+    /// This account's copy of the resource's secret in `row`, decrypted.
+    fn own_secret(&self, id: &str, row: &Row) -> Result<Zeroizing<Vec<u8>>, WriteError> {
+        let armored = row
+            .base
+            .secrets
+            .as_ref()
+            .and_then(|s| s.first())
+            .ok_or_else(|| WriteError::Current {
+                id: id.into(),
+                detail: "the server sent no secret for this account".into(),
+            })?;
+        self.session
+            .user_key()
+            .decrypt(armored.data.as_bytes())
+            .map_err(|e| WriteError::Current {
+                id: id.into(),
+                detail: e.to_string(),
+            })
+    }
 
     pub(crate) async fn read_row(&self, id: &str, with_secret: bool) -> Result<Row, WriteError> {
         match self
@@ -287,24 +306,7 @@ impl Client {
             field: req.field.to_string(),
             detail,
         };
-        let armored = row
-            .base
-            .secrets
-            .as_ref()
-            .and_then(|s| s.first())
-            .map(|s| s.data.clone())
-            .ok_or_else(|| WriteError::Current {
-                id: id.clone(),
-                detail: "the server sent no secret for this account".into(),
-            })?;
-        let old = self
-            .session
-            .user_key()
-            .decrypt(armored.as_bytes())
-            .map_err(|e| WriteError::Current {
-                id: id.clone(),
-                detail: e.to_string(),
-            })?;
+        let old = self.own_secret(&id, &row)?;
         let new = apply_field(&slug, &old, req.field, req.value, &custom).map_err(field_err)?;
         let base_modified = match req.expected_modified {
             Some(m) => Some(m.to_string()),
@@ -880,24 +882,7 @@ impl Client {
             rcpts.push(check_user(id, row)?);
         }
         let row = self.read_row(id, true).await?;
-        let armored = row
-            .base
-            .secrets
-            .as_ref()
-            .and_then(|s| s.first())
-            .map(|s| s.data.clone())
-            .ok_or_else(|| WriteError::Current {
-                id: id.into(),
-                detail: "the server sent no secret for this account".into(),
-            })?;
-        let plain = self
-            .session
-            .user_key()
-            .decrypt(armored.as_bytes())
-            .map_err(|e| WriteError::Current {
-                id: id.into(),
-                detail: e.to_string(),
-            })?;
+        let plain = self.own_secret(id, &row)?;
         let plain =
             Zeroizing::new(
                 String::from_utf8(plain.to_vec()).map_err(|_| WriteError::Current {
