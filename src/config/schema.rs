@@ -51,6 +51,10 @@ pub struct Config {
     /// What `passbolt-sync exec` gives its child, and how it treats it.
     #[serde(default)]
     pub exec: Option<Exec>,
+    /// Secrets the daemon rotates: a new value, applied by a command,
+    /// then stored in passbolt.
+    #[serde(default)]
+    pub rotate: Vec<Rotate>,
 }
 
 /// The `exec:` section: the child's environment, mapped as a dotenv
