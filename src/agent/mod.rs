@@ -1,6 +1,7 @@
 //! What runs for a long time: `run`, `exec`, the service they share
-//! (generations, reloads, retries), their setup from a config file,
-//! what they tell the outside (metrics, status file) and the instance lock.
+//! (generations, reloads, retries), the rotations it drives, their setup
+//! from a config file, what they tell the outside (metrics, status file)
+//! and the instance lock.
 //! Nothing here prints for a terminal or picks an exit status: that is `cli`.
 
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ pub mod exec;
 pub mod lock;
 pub mod metrics;
 pub mod observe;
+pub mod rotation;
 pub mod run;
 pub mod service;
 pub mod setup;

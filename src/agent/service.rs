@@ -19,6 +19,7 @@ use tokio::sync::{Notify, RwLock, watch};
 
 use crate::agent::AgentError;
 use crate::agent::observe::{Observer, Reload};
+use crate::agent::rotation;
 use crate::agent::setup::{self, parse};
 use crate::config::Config;
 use crate::runtime::backoff::{Backoff, DEFAULT_INITIAL, DEFAULT_MAX, Health, Transition};
@@ -64,6 +65,8 @@ pub struct Service {
     observer: Arc<Observer>,
     /// The state directory's file for this config, when there is one.
     state: Mutex<Option<state::Store>>,
+    /// What the rotations know between checks.
+    rotation_runs: tokio::sync::Mutex<rotation::Runs>,
 }
 
 /// The exec environment a pass rendered, or why it could not.
@@ -203,7 +206,7 @@ impl Service {
 /// tests recover in well under a second instead of up to five minutes.
 const TEST_BACKOFF_ENV: &str = "PASSBOLT_SYNC_TEST_BACKOFF";
 
-fn backoff_bounds() -> (Duration, Duration) {
+pub(crate) fn backoff_bounds() -> (Duration, Duration) {
     let parsed = std::env::var(TEST_BACKOFF_ENV).ok().and_then(|v| {
         let (a, b) = v.split_once(' ')?;
         Some((
@@ -314,6 +317,10 @@ impl Schedules {
                 .1
                 .push(path.to_path_buf());
         }
+        if !plan.rotations.is_empty() {
+            tracing::info!(schedule = %plan.rotation_schedule, rotations = plan.rotations.len(), "rotations checked");
+            rotation::spawn(service, plan.rotation_schedule.clone(), stop.subscribe());
+        }
         for (_, (schedule, paths)) in groups {
             tracing::info!(schedule = %schedule, targets = paths.len(), "scheduled");
             let service = service.clone();
@@ -361,7 +368,7 @@ impl Service {
         let observer = Observer::start(&config).await?;
         let client = setup::connect(&config).await?;
         let (shutdown, _) = watch::channel(false);
-        Ok(Arc::new(Service {
+        let service = Arc::new(Service {
             path: path.to_path_buf(),
             current: RwLock::new(Generation {
                 config: Arc::new(config),
@@ -377,7 +384,29 @@ impl Service {
             env: watch::channel(None).0,
             observer,
             state: Mutex::new(None),
-        }))
+            rotation_runs: tokio::sync::Mutex::new(rotation::Runs::default()),
+        });
+        rotation::load(&service).await;
+        Ok(service)
+    }
+
+    /// What passes hold between them (and serializes them); a rotation
+    /// takes it to put a new value in use.
+    pub(crate) fn held(&self) -> &tokio::sync::Mutex<Held> {
+        &self.pass_lock
+    }
+
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// Changes to `true` when the service stops.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub(crate) fn rotation_runs(&self) -> &tokio::sync::Mutex<rotation::Runs> {
+        &self.rotation_runs
     }
 
     /// The exec environment of the latest pass that rendered it.
