@@ -45,6 +45,11 @@ impl Setup {
     /// the rotated resource, a state directory, a status file, a metrics
     /// textfile and one rotation of `ID` (`when` is its YAML).
     fn new(server: &DevServer, when: &str, script: Script) -> Setup {
+        Setup::new_for(server, "admin", when, script)
+    }
+
+    /// The same, for the account `who`.
+    fn new_for(server: &DevServer, who: &'static str, when: &str, script: Script) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let apply = d.join("apply.sh");
@@ -64,7 +69,7 @@ impl Setup {
             legacy = ids::V4_PASSWORD_STRING,
             apply = apply.display(),
         );
-        let config = write_config(d, server, &fixture("admin"), &extra);
+        let config = write_config(d, server, &fixture(who), &extra);
         Setup { dir, config }
     }
 
@@ -105,8 +110,12 @@ impl Setup {
         std::fs::write(self.path("go"), "").unwrap();
     }
 
+    /// The status file, `null` until the daemon wrote it.
     fn status(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.path("status.json")).unwrap()).unwrap()
+        std::fs::read(self.path("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
     }
 
     fn metrics(&self) -> String {
@@ -504,4 +513,32 @@ async fn a_rotation_without_a_state_directory_refuses_to_start() {
     );
     let out = cli(&["check", "-c", s.config.to_str().unwrap()], &[]).await;
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_account_is_refused_before_anything_changes() {
+    let server = devserver(Options::default()).await;
+    let bob = fixture("bob");
+    server.set_permission(ID, &bob.id, READ).unwrap();
+    server.set_expired(ID, Some("2020-01-01T00:00:00+00:00"));
+    let before = server.modified(ID);
+    let s = Setup::new_for(&server, "bob", "when: expired", Script::Record);
+    let d = Daemon::start(&s.config, ENV).await;
+    eventually(Duration::from_secs(20), "the refusal in the status", || {
+        s.status()["rotations"][0]["last_result"] == "failed"
+    })
+    .await;
+    let (_, log) = d.stop().await;
+    let reason = s.status()["rotations"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains(&format!("this account may only read resource {ID}")),
+        "{reason}"
+    );
+    assert!(log.contains("may only read"), "{log}");
+    assert!(s.applied().is_empty(), "apply never ran");
+    assert!(s.recovery_files().is_empty());
+    assert_eq!(server.modified(ID), before);
 }
