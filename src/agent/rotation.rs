@@ -2,7 +2,8 @@
 //! happens around the rotation step (`crate::sync::rotate`).
 //!
 //! One task per config generation checks every entry at each tick of the
-//! config's schedule and at the time the earliest one falls due. A check
+//! config's schedule and at the time the earliest one falls due; an
+//! `every`-only entry whose due time is known costs no request before it. A check
 //! and the steps up to putting the new value in use run under the pass
 //! lock, one at a time with passes, so that no pass renders passbolt's old
 //! value between `apply` and the render. The store then runs outside it
@@ -50,6 +51,21 @@ struct Run {
     conflict: bool,
     /// This host's last rotation of it.
     last: Option<DateTime<Utc>>,
+    /// When the last check found it next due, and for which entry (a
+    /// reload may change `every`).
+    next_due: Option<(DateTime<Utc>, Rotate)>,
+}
+
+impl Run {
+    /// An `every`-only rotation whose due time is known and ahead needs no
+    /// request until then: a secret changed by hand meanwhile only makes
+    /// the check at that time find it not due yet.
+    fn known_ahead(&self, r: &Rotate, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.next_due {
+            Some((at, checked)) if !r.when_expired && checked == r && *at > now => Some(*at),
+            _ => None,
+        }
+    }
 }
 
 /// Where a config keeps its recovery files and rotation history: the
@@ -177,10 +193,15 @@ impl Ctx<'_> {
         if let Some(p) = run.pending.clone() {
             return self.finish(run, p).await;
         }
+        if let Some(at) = run.known_ahead(self.r, Utc::now()) {
+            return Some(at);
+        }
+        run.next_due = None;
         let mut held = self.service.held().lock().await;
         match rotate::begin(self.client, self.r, self.recovery, run.last).await {
             Ok(Begun::NotDue(due)) => {
                 drop(held);
+                run.next_due = due.next.map(|at| (at, self.r.clone()));
                 self.service
                     .observer()
                     .rotation_due_at(self.r, due.next)
@@ -309,6 +330,7 @@ impl Ctx<'_> {
             .every
             .and_then(|e| TimeDelta::from_std(e).ok())
             .map(|e| now + e);
+        run.next_due = next.map(|at| (at, self.r.clone()));
         observer.rotation_due_at(self.r, next).await;
         next
     }

@@ -235,6 +235,10 @@ async fn a_failing_apply_stores_nothing_is_counted_and_tried_again_at_the_next_t
         s.status()["rotations"][0]["last_result"] == "failed"
     })
     .await;
+    let status = cli(&["status", "-c", s.config.to_str().unwrap()], &[]).await;
+    let (table, _) = common::text(&status);
+    assert_eq!(status.status.code(), Some(1), "{table}");
+    assert!(table.contains("failed: "), "{table}");
     let (_, log) = d.stop().await;
     assert!(
         log.contains(&format!("rotation of password of resource {ID}")),
