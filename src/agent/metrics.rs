@@ -94,6 +94,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpResultLabels {
+    op: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -131,6 +137,7 @@ pub struct Metrics {
     private_key_operations: Counter,
     reloads: Family<ResultLabel, Counter>,
     ready: Gauge,
+    agent_requests: Family<OpResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -164,6 +171,7 @@ impl Metrics {
             private_key_operations: Counter::default(),
             reloads: Family::default(),
             ready: Gauge::default(),
+            agent_requests: Family::default(),
         };
         let r = &mut registry;
         r.register_with_unit(
@@ -259,6 +267,11 @@ impl Metrics {
             m.ready.clone(),
         );
         r.register(
+            "agent_requests",
+            "Requests on the local socket (get, env) by result: ok, error (answered: no such value), refused, version, config, malformed, server",
+            m.agent_requests.clone(),
+        );
+        r.register(
             "build",
             "The passbolt-sync build",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -279,6 +292,17 @@ impl Metrics {
             }));
         }
         Metrics { registry, ..m }
+    }
+
+    /// Counts one request on the local socket; `op` is `get`, `env` or
+    /// `unknown`.
+    pub fn agent_request(&self, op: &str, result: &str) {
+        self.agent_requests
+            .get_or_create(&OpResultLabels {
+                op: op.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Records one target's outcome in a pass that reached the server.

@@ -1,11 +1,13 @@
 //! What runs for a long time: `run`, `exec`, the service they share
 //! (generations, reloads, retries), their setup from a config file,
-//! what they tell the outside (metrics, status file) and the instance lock.
+//! what they tell the outside (metrics, status file), the instance lock,
+//! and the local socket through which `get` and `env` use their session.
 //! Nothing here prints for a terminal or picks an exit status: that is `cli`.
 
 use std::path::PathBuf;
 
 pub mod exec;
+pub mod local;
 pub mod lock;
 pub mod metrics;
 pub mod observe;
@@ -25,6 +27,8 @@ pub enum AgentError {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Listen(#[from] metrics::ListenError),
+    #[error(transparent)]
+    Socket(#[from] local::serve::SocketError),
     #[error("cannot install a signal handler: {0}")]
     Signal(#[source] std::io::Error),
     #[error("cannot watch {}: {source}", .path.display())]
@@ -45,6 +49,7 @@ impl AgentError {
             // operator must fix the config; retrying would only add failed
             // attempts on the server.
             AgentError::Setup(SetupError::Client(e)) if e.is_misconfiguration() => 2,
+            AgentError::Socket(local::serve::SocketError::Group(_)) => 2,
             _ => 1,
         }
     }

@@ -447,6 +447,27 @@ pub fn load_config(path: &Path) -> Result<Config, AppError> {
     Ok(Config::load(path)?)
 }
 
+/// A config with the bytes it was parsed from: `get` and `env` show the
+/// daemon which config they read.
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub config: Config,
+}
+
+pub fn load_config_file(path: &Path) -> Result<ConfigFile, AppError> {
+    let bytes = std::fs::read(path).map_err(|source| crate::config::ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = Config::parse(&String::from_utf8_lossy(&bytes), path)?;
+    Ok(ConfigFile {
+        path: path.to_path_buf(),
+        bytes,
+        config,
+    })
+}
+
 pub const DEMO_PASSPHRASE: &str = "demo-passphrase";
 
 /// A short HTTP timeout for demo configs: everything is on loopback.

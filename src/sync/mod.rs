@@ -14,4 +14,4 @@ pub mod state;
 pub mod write;
 
 pub use pass::{PassOptions, fetch_vars, list_for, resolve_only, resolve_selector, run_pass};
-pub use report::{PassReport, Status, TargetError, TargetReport};
+pub use report::{LookupError, PassReport, Status, TargetError, TargetReport};

@@ -423,13 +423,16 @@ pub async fn list_for(client: &Client, plan: &Plan) -> Result<Listing, ClientErr
 }
 
 /// Resolves `vars` against a fresh listing and downloads only the secrets
-/// they read, for commands that hold nothing between runs (`get`, `env`).
-/// `key` names them in errors, as a target's path would. A server that
-/// cannot be reached is the outer `Err`.
+/// they read that `held` does not hold current, storing them there: `get`
+/// and `env` pass an empty `held`; the daemon, answering them on its
+/// socket, passes what its passes hold. `key` names them in errors, as a
+/// target's path would. A server that cannot be reached is the outer
+/// `Err`.
 pub async fn fetch_vars(
     client: &Client,
     key: &Path,
     vars: &Vars,
+    held: &mut Held,
 ) -> Result<Result<Vec<(String, Secret)>, TargetError>, ClientError> {
     let sel = vars_selection(vars);
     // By id only: nothing to resolve, so only those are listed.
@@ -443,11 +446,18 @@ pub async fn fetch_vars(
         Ok(needs) => needs,
         Err(e) => return Ok(Err(e)),
     };
-    let mut held = Held::new();
-    let wanted: Vec<String> = secret_reads(&needs).into_iter().collect();
-    let downloads = download(client, &mut held, &wanted).await?;
+    // Values decrypted under other keys are no evidence of these.
+    held.check_identity(&client.key_identity().await);
+    let wanted: Vec<String> = secret_reads(&needs)
+        .into_iter()
+        .filter(|id| {
+            let r = listing.get(id).expect("resolved from this listing");
+            held.current(r).is_none()
+        })
+        .collect();
+    let downloads = download(client, held, &wanted).await?;
     let secrets = Secrets {
-        held: &held,
+        held,
         missing: &downloads.missing,
         failed: &downloads.failed,
     };
