@@ -517,6 +517,13 @@ pub async fn run_pass(
         keys.push((e.key(), vars_selection(&e.vars)));
     }
     let resolve_every = plan.resolve_every();
+    // After a restart, names resolve to what the state file recorded.
+    // Not folder paths: a fresh client knows no folder tree.
+    for t in &selected {
+        if selection(&t.output).dynamic && !uses_folders(t) {
+            held.restore_scope(t.path(), || state::form(t), resolve_every, now);
+        }
+    }
     let mut full = keys.iter().any(|(k, sel)| {
         sel.dynamic
             && (held.scope().needs_full(k, resolve_every, now)
@@ -942,6 +949,7 @@ fn new_record(
         digest,
         resources,
         full_sync_at: None,
+        scope: None,
     })
 }
 

@@ -88,6 +88,23 @@ impl Scope {
         }
     }
 
+    /// The ids `target`'s names resolved to and when, if its last
+    /// resolution was complete and took no folder: what a state file may
+    /// keep across a restart.
+    pub fn resolved_ids(&self, target: &Path) -> Option<(&BTreeSet<String>, Instant)> {
+        match self.targets.get(target)? {
+            Resolution {
+                outcome: Outcome::Resolved { ids, folders },
+                at,
+            } if folders.is_empty() => Some((ids, *at)),
+            _ => None,
+        }
+    }
+
+    pub fn has(&self, target: &Path) -> bool {
+        self.targets.contains_key(target)
+    }
+
     pub fn record(&mut self, target: &Path, outcome: Outcome, now: Instant) {
         self.targets
             .insert(target.to_path_buf(), Resolution { outcome, at: now });
