@@ -85,6 +85,7 @@ fn main() {
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
             .env("RUNTIME_DIRECTORY", &run)
+            .stderr(Stdio::null())
             .kill_on_drop(true);
         let mut daemon = daemon.spawn().expect("the daemon runs");
         let target = dir.path().join("gitlab");

@@ -149,27 +149,32 @@ impl Held {
             .map(|(p, r)| {
                 let mut r = r.clone();
                 r.full_sync_at = self.full_sync.get(p).map(|last| at(*last));
-                r.scope = self.scope.resolved_ids(p).map(|(ids, t)| RecordedScope {
-                    ids: ids.clone(),
-                    resolved_at: at(t),
-                });
+                r.scope = self
+                    .scope
+                    .resolved(p)
+                    .map(|(ids, folders, t)| RecordedScope {
+                        ids: ids.clone(),
+                        folders: folders.clone(),
+                        resolved_at: at(t),
+                    });
                 (p.clone(), r)
             })
             .collect()
     }
 
-    /// Takes `target`'s recorded name resolution when nothing resolved it
-    /// since the start and its record is of the same planned `form` (a
-    /// config whose selectors changed while stopped resolves them anew).
+    /// Takes `target`'s recorded resolution when nothing resolved it since
+    /// the start, its record is of the same planned `form` (a config whose
+    /// selectors changed while stopped resolves them anew) and it is not
+    /// due again; returns whether it did.
     pub fn restore_scope(
         &mut self,
         target: &Path,
         form: impl FnOnce() -> String,
         every: Duration,
         now: Instant,
-    ) {
+    ) -> bool {
         if self.scope.has(target) {
-            return;
+            return false;
         }
         let Some(Record {
             scope: Some(recorded),
@@ -177,10 +182,10 @@ impl Held {
             ..
         }) = self.records.get(target)
         else {
-            return;
+            return false;
         };
         if *recorded_form != form() {
-            return;
+            return false;
         }
         let age = chrono::Utc::now().timestamp() - recorded.resolved_at;
         let Some(age) = u64::try_from(age)
@@ -189,16 +194,17 @@ impl Held {
             .filter(|age| *age < every)
         else {
             // From the future, or due anyway.
-            return;
+            return false;
         };
         // Older than the machine's uptime (a timer run after a reboot):
         // counted from the start, as a recorded full sync is.
         let at = now.checked_sub(age).unwrap_or(now);
         let outcome = Outcome::Resolved {
             ids: recorded.ids.clone(),
-            folders: BTreeSet::new(),
+            folders: recorded.folders.clone(),
         };
         self.scope.record(target, outcome, at);
+        true
     }
 
     pub fn record(&self, target: &Path) -> Option<&Record> {

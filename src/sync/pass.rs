@@ -517,11 +517,14 @@ pub async fn run_pass(
         keys.push((e.key(), vars_selection(&e.vars)));
     }
     let resolve_every = plan.resolve_every();
-    // After a restart, names resolve to what the state file recorded.
-    // Not folder paths: a fresh client knows no folder tree.
+    // After a restart, names and folders resolve to what the state file
+    // recorded; a fresh client then learns the folder tree alone.
+    let mut restored_folders = false;
     for t in &selected {
-        if selection(&t.output).dynamic && !uses_folders(t) {
-            held.restore_scope(t.path(), || state::form(t), resolve_every, now);
+        if selection(&t.output).dynamic
+            && held.restore_scope(t.path(), || state::form(t), resolve_every, now)
+        {
+            restored_folders |= uses_folders(t);
         }
     }
     let mut full = keys.iter().any(|(k, sel)| {
@@ -532,6 +535,9 @@ pub async fn run_pass(
     let listing = if full {
         client.list(folder_paths).await?
     } else {
+        if restored_folders {
+            client.load_folder_paths().await?;
+        }
         let (mut ids, mut folders) = (BTreeSet::new(), BTreeSet::new());
         for (k, sel) in &keys {
             ids.extend(sel.ids.iter().cloned());

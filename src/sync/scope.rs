@@ -88,15 +88,18 @@ impl Scope {
         }
     }
 
-    /// The ids `target`'s names resolved to and when, if its last
-    /// resolution was complete and took no folder: what a state file may
-    /// keep across a restart.
-    pub fn resolved_ids(&self, target: &Path) -> Option<(&BTreeSet<String>, Instant)> {
+    /// What `target`'s selectors resolved to (ids, folders) and when, if
+    /// its last resolution was complete: what a state file may keep
+    /// across a restart.
+    pub fn resolved(
+        &self,
+        target: &Path,
+    ) -> Option<(&BTreeSet<String>, &BTreeSet<String>, Instant)> {
         match self.targets.get(target)? {
             Resolution {
                 outcome: Outcome::Resolved { ids, folders },
                 at,
-            } if folders.is_empty() => Some((ids, *at)),
+            } => Some((ids, folders, *at)),
             _ => None,
         }
     }

@@ -209,15 +209,21 @@ fn full_listings(server: &DevServer, from: usize) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_restart_keeps_what_names_resolved_to_until_the_next_resolution() {
+async fn a_restart_keeps_what_names_and_folders_resolved_to_until_the_next_resolution() {
     let server = devserver(Options::default()).await;
     server.set_clock(Some(server.now() + 3));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().display();
     let extra = format!(
-        "state_dir: {out}/state\nschedule: every 1s\ntargets:\n  - {{ path: {out}/gitlab, format: raw, name: GitLab }}\n  - path: {out}/app.env\n    format: dotenv\n    vars:\n      PIN: {{ name: Server room, field: pin }}\n",
+        "state_dir: {out}/state\nschedule: every 1s\ntargets:\n  - {{ path: {out}/gitlab, format: raw, name: GitLab }}\n  - path: {out}/app.env\n    format: dotenv\n    vars:\n      PIN: {{ name: Server room, field: pin }}\n  - {{ path: {out}/myapp.env, format: dotenv, folder: Production/myapp }}\n",
     );
-    let config = write_config(dir.path(), &server, &fixture("alice"), &extra);
+    let config = write_config(dir.path(), &server, &fixture("bob"), &extra);
+    let folder_trees = |server: &DevServer, from: usize| {
+        server.requests()[from..]
+            .iter()
+            .filter(|(p, _, _)| p == "/folders.json")
+            .count()
+    };
     let once = |server: &DevServer| {
         let from = server.requests().len();
         let config = config.clone();
@@ -237,19 +243,22 @@ async fn a_restart_keeps_what_names_resolved_to_until_the_next_resolution() {
     let (from, downloaded, ok) = once(&server).await;
     assert!(ok);
     assert_eq!(full_listings(&server, from), 1);
-    assert_eq!(downloaded, 2);
-    // Warm: the recorded resolution is listed by id, nothing downloaded.
+    assert!(downloaded > 2, "{downloaded}");
+    let myapp = std::fs::read_to_string(dir.path().join("myapp.env")).unwrap();
+    // Warm: the recorded resolution is listed by id and by folder (the
+    // folder tree alone names its path), nothing downloaded.
     for _ in 0..3 {
         let (from, downloaded, ok) = once(&server).await;
         assert!(ok);
-        assert_eq!(
-            full_listings(&server, from),
-            0,
-            "{:?}",
-            &server.requests()[from..]
-        );
+        let requests = &server.requests()[from..];
+        assert_eq!(full_listings(&server, from), 0, "{requests:?}");
+        assert_eq!(folder_trees(&server, from), 1, "{requests:?}");
         assert_eq!(downloaded, 0);
     }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("myapp.env")).unwrap(),
+        myapp
+    );
     let state = std::fs::read_dir(dir.path().join("state"))
         .unwrap()
         .next()

@@ -802,6 +802,14 @@ impl Client {
         ))
     }
 
+    /// Learns the folder tree (`/folders.json`, one request) without
+    /// listing any resource: what a scoped listing needs to name folder
+    /// paths when no full listing came first, e.g. after a restart that
+    /// kept what its folder selectors resolved to.
+    pub async fn load_folder_paths(&self) -> Result<(), ClientError> {
+        self.folder_paths().await.map(drop)
+    }
+
     /// Folder paths by folder id; v5 folder names are decrypted only when
     /// their row changed.
     async fn folder_paths(&self) -> Result<HashMap<String, String>, ClientError> {
