@@ -90,9 +90,10 @@ impl AppError {
     }
 }
 
-/// Loads and unlocks the account's key and builds a client for the config.
+/// Loads and unlocks the account's key and builds a client for the config,
+/// for a command that logs in at once (see `setup::connect_to_log_in`).
 pub async fn connect(config: &Config) -> Result<Client, AppError> {
-    Ok(setup::connect(config).await?)
+    Ok(setup::connect_to_log_in(config).await?)
 }
 
 /// Plans a config: every target's problems at once, as a config error.

@@ -346,8 +346,16 @@ pub struct Client {
 
 impl Client {
     pub fn new(opts: SessionOptions, key: Arc<PrivateKey>) -> Result<Client, ClientError> {
+        let client = Client::without_key(opts)?;
+        client.set_key(key);
+        Ok(client)
+    }
+
+    /// A client whose key is still being unlocked: only
+    /// `session().prepare_login()` may run before [`Client::set_key`].
+    pub fn without_key(opts: SessionOptions) -> Result<Client, ClientError> {
         Ok(Client {
-            session: Session::new(opts, key)?,
+            session: Session::without_key(opts)?,
             types: Mutex::new(HashMap::new()),
             keyring: Mutex::new(Keyring::default()),
             metadata: StdMutex::new(HashMap::new()),
@@ -357,6 +365,10 @@ impl Client {
             secrets_downloaded: AtomicU64::new(0),
             pre_v5: AtomicBool::new(false),
         })
+    }
+
+    pub fn set_key(&self, key: Arc<PrivateKey>) {
+        self.session.set_key(key);
     }
 
     /// Answers the account's TOTP second factor with `seed` (see
