@@ -101,6 +101,9 @@ enum Command {
         /// Write the value to FILE (atomically, mode 0600) instead of stdout
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Log in even when the daemon of this config could answer
+        #[arg(long)]
+        no_agent: bool,
     },
     /// Change one field of a resource's secret in passbolt, for every user who has access
     ///
@@ -182,6 +185,9 @@ enum Command {
         config: PathBuf,
         #[arg(long, value_enum, default_value_t = EnvFormat::Dotenv)]
         format: EnvFormat,
+        /// Log in even when the daemon of this config could answer
+        #[arg(long)]
+        no_agent: bool,
     },
     /// Validate the config; --online also logs in and resolves every mapping
     Check {
@@ -323,6 +329,14 @@ fn fail(e: &dyn std::fmt::Display, code: i32) -> i32 {
 }
 
 /// Runs the command; returns the process's exit status.
+fn via(no_agent: bool) -> get::Via {
+    if no_agent {
+        get::Via::Login
+    } else {
+        get::Via::Agent
+    }
+}
+
 async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Exec { config, command } => {
@@ -336,15 +350,16 @@ async fn run(cli: Cli) -> i32 {
             selector,
             field,
             output,
+            no_agent,
         } => {
             let result = async {
-                let cfg = cli::load_config(&config)?;
+                let file = cli::load_config_file(&config)?;
                 let mut stdout = std::io::stdout();
                 let to = match output {
                     Some(path) => get::Destination::File(path),
                     None => get::Destination::Stdout(&mut stdout),
                 };
-                get::get(&cfg, &selector, field.as_deref(), to).await
+                get::get(&file, &selector, field.as_deref(), to, via(no_agent)).await
             };
             match result.await {
                 Ok(()) => 0,
@@ -433,7 +448,11 @@ async fn run(cli: Cli) -> i32 {
                 Err(e) => fail(&e, e.exit_code()),
             }
         }
-        Command::Env { config, format } => {
+        Command::Env {
+            config,
+            format,
+            no_agent,
+        } => {
             if std::io::stdout().is_terminal() {
                 eprintln!(
                     "passbolt-sync: warning: printing secret values to a terminal; they stay in its scrollback"
@@ -445,8 +464,8 @@ async fn run(cli: Cli) -> i32 {
                 EnvFormat::Shell => get::EnvFormat::Shell,
             };
             let result = async {
-                let cfg = cli::load_config(&config)?;
-                get::env(&cfg, format, &mut std::io::stdout()).await
+                let file = cli::load_config_file(&config)?;
+                get::env(&file, format, &mut std::io::stdout(), via(no_agent)).await
             };
             match result.await {
                 Ok(()) => 0,

@@ -28,6 +28,7 @@ use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::time::Instant;
 
 use crate::agent::AgentError;
+use crate::agent::local::serve::LocalSocket;
 use crate::agent::service::{self, EnvUpdate, Schedules, Service};
 use crate::config::values::SHELL;
 use crate::config::{Config, OnChange};
@@ -202,7 +203,7 @@ enum State {
 /// the child's exit status (128+N for signal N).
 pub async fn run(path: PathBuf, command: Vec<OsString>) -> Result<i32, ExecError> {
     // One process per config, as `run`: exec writes the same targets.
-    let _instance = crate::agent::lock::InstanceLock::acquire(&path).map_err(AgentError::from)?;
+    let instance = crate::agent::lock::InstanceLock::acquire(&path).map_err(AgentError::from)?;
     let bytes = std::fs::read(&path).map_err(|source| {
         AgentError::from(crate::config::ConfigError::Read {
             path: path.clone(),
@@ -211,6 +212,8 @@ pub async fn run(path: PathBuf, command: Vec<OsString>) -> Result<i32, ExecError
     })?;
     let service = Service::start(&path, &bytes, true).await?;
     let (config, _, _) = service.snapshot().await;
+    let socket = LocalSocket::start(&service, instance.dir(), &config.agent, true)
+        .map_err(AgentError::from)?;
     let program = Program::choose(command, &config)?;
     let reaper = nix::unistd::getpid().as_raw() == 1;
     let mut forwarded = Forwarded::install()?;
@@ -306,6 +309,8 @@ pub async fn run(path: PathBuf, command: Vec<OsString>) -> Result<i32, ExecError
     // A child still running here (an error above) is killed with its
     // group when `state` is dropped.
     drop(state);
+    // No peer is answered with a session about to be revoked.
+    drop(socket);
     service.shutdown(schedules.take()).await;
     drop(watcher);
     tracing::info!("stopped");

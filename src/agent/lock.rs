@@ -118,6 +118,11 @@ impl InstanceLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The directory of the lock, where the local socket goes too.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().expect("a lock file is in a directory")
+    }
 }
 
 /// The PID in the lock file. The holder writes it just after locking, so

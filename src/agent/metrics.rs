@@ -152,6 +152,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpResultLabels {
+    op: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -195,6 +201,7 @@ pub struct Metrics {
     rotations: Family<RotationLabels, Counter>,
     rotation_failures: Family<RotationStageLabels, Counter>,
     rotation_pending: Family<RotationLabels, Gauge>,
+    agent_requests: Family<OpResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -234,6 +241,7 @@ impl Metrics {
             rotations: Family::default(),
             rotation_failures: Family::default(),
             rotation_pending: Family::default(),
+            agent_requests: Family::default(),
         };
         let r = &mut registry;
         r.register_with_unit(
@@ -361,6 +369,11 @@ impl Metrics {
             m.rotation_pending.clone(),
         );
         r.register(
+            "agent_requests",
+            "Requests on the local socket (get, env) by result: ok, error (answered: no such value), refused, version, config, malformed, server",
+            m.agent_requests.clone(),
+        );
+        r.register(
             "build",
             "The passbolt-sync build",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -381,6 +394,17 @@ impl Metrics {
             }));
         }
         Metrics { registry, ..m }
+    }
+
+    /// Counts one request on the local socket; `op` is `get`, `env` or
+    /// `unknown`.
+    pub fn agent_request(&self, op: &str, result: &str) {
+        self.agent_requests
+            .get_or_create(&OpResultLabels {
+                op: op.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Records one target's outcome in a pass that reached the server.

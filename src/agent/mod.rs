@@ -1,12 +1,14 @@
 //! What runs for a long time: `run`, `exec`, the service they share
 //! (generations, reloads, retries), the rotations it drives, their setup
-//! from a config file, what they tell the outside (metrics, status file)
-//! and the instance lock.
+//! from a config file, what they tell the outside (metrics, status file),
+//! the instance lock, and the local socket through which `get` and `env`
+//! use their session.
 //! Nothing here prints for a terminal or picks an exit status: that is `cli`.
 
 use std::path::PathBuf;
 
 pub mod exec;
+pub mod local;
 pub mod lock;
 pub mod metrics;
 pub mod observe;
@@ -27,6 +29,8 @@ pub enum AgentError {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Listen(#[from] metrics::ListenError),
+    #[error(transparent)]
+    Socket(#[from] local::serve::SocketError),
     #[error("cannot install a signal handler: {0}")]
     Signal(#[source] std::io::Error),
     #[error("cannot watch {}: {source}", .path.display())]
@@ -47,6 +51,7 @@ impl AgentError {
             // operator must fix the config; retrying would only add failed
             // attempts on the server.
             AgentError::Setup(SetupError::Client(e)) if e.is_misconfiguration() => 2,
+            AgentError::Socket(local::serve::SocketError::Group(_)) => 2,
             _ => 1,
         }
     }

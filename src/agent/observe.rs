@@ -131,18 +131,10 @@ impl Observer {
         }
     }
 
-    /// Books a pass over `paths` (every target when `None`), then rewrites
-    /// the textfile and the status file.
-    pub async fn pass_ends(
-        &self,
-        watch: PassWatch,
-        client: &Client,
-        plan: &Plan,
-        paths: Option<&[PathBuf]>,
-        result: &Result<PassReport, ClientError>,
-    ) {
-        let elapsed = watch.started.elapsed();
-        let now = Utc::now();
+    /// Books what the client did since `watch` began (logins, refreshes,
+    /// downloads, key operations): a pass's, or an answer on the local
+    /// socket's.
+    pub fn work_done(&self, watch: &PassWatch, client: &Client) {
         let spent = client.counters() - watch.counters;
         let stats = client.stats();
         self.metrics.client_work(ClientWork {
@@ -155,6 +147,21 @@ impl Observer {
             secrets_downloaded: spent.secrets_downloaded,
             private_key_operations: spent.private_key_operations,
         });
+    }
+
+    /// Books a pass over `paths` (every target when `None`), then rewrites
+    /// the textfile and the status file.
+    pub async fn pass_ends(
+        &self,
+        watch: PassWatch,
+        client: &Client,
+        plan: &Plan,
+        paths: Option<&[PathBuf]>,
+        result: &Result<PassReport, ClientError>,
+    ) {
+        let elapsed = watch.started.elapsed();
+        let now = Utc::now();
+        self.work_done(&watch, client);
         let offset = self.outputs.lock().expect("not poisoned").offset;
         let next = |path: &Path| {
             plan.target(path)

@@ -12,6 +12,7 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::agent::AgentError;
+use crate::agent::local::serve::LocalSocket;
 use crate::agent::service::{self, Schedules, Service};
 use crate::runtime::watch::ConfigWatcher;
 
@@ -19,12 +20,14 @@ use crate::runtime::watch::ConfigWatcher;
 pub async fn run(path: PathBuf) -> Result<bool, AgentError> {
     // Before anything else: a second daemon on this config must not log in
     // or write a file. Held until `run` returns.
-    let _instance = crate::agent::lock::InstanceLock::acquire(&path)?;
+    let instance = crate::agent::lock::InstanceLock::acquire(&path)?;
     let bytes = std::fs::read(&path).map_err(|source| crate::config::ConfigError::Read {
         path: path.clone(),
         source,
     })?;
     let daemon = Service::start(&path, &bytes, false).await?;
+    let (config, _, _) = daemon.snapshot().await;
+    let socket = LocalSocket::start(&daemon, instance.dir(), &config.agent, false)?;
     let sig = |kind: SignalKind| signal(kind).map_err(AgentError::Signal);
     let (mut term, mut int, mut hup) = (
         sig(SignalKind::terminate())?,
@@ -74,6 +77,8 @@ pub async fn run(path: PathBuf) -> Result<bool, AgentError> {
     }
 
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    // No peer is answered with a session about to be revoked.
+    drop(socket);
     daemon.shutdown(schedules.take()).await;
     drop(watcher);
     tracing::info!("stopped");

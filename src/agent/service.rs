@@ -25,10 +25,11 @@ use crate::config::Config;
 use crate::runtime::backoff::{Backoff, DEFAULT_INITIAL, DEFAULT_MAX, Health, Transition};
 use crate::runtime::schedule::{self, Schedule};
 use crate::sync::held::Held;
-use crate::sync::plan::Plan;
+use crate::sync::plan::{Plan, Vars};
 use crate::sync::render::env::Environment;
 use crate::sync::report::TargetError;
 use crate::sync::{self, PassOptions, PassReport, state};
+use passbolt_client::secret::Secret;
 use passbolt_client::{Client, ClientError};
 
 /// A pass running longer than this means the service is stuck: the
@@ -67,6 +68,9 @@ pub struct Service {
     state: Mutex<Option<state::Store>>,
     /// What the rotations know between checks.
     rotation_runs: tokio::sync::Mutex<rotation::Runs>,
+    /// SHA-256 of the config file bytes last parsed without error: the
+    /// local socket answers only peers that read the same.
+    config_digest: Mutex<String>,
 }
 
 /// The exec environment a pass rendered, or why it could not.
@@ -385,6 +389,7 @@ impl Service {
             observer,
             state: Mutex::new(None),
             rotation_runs: tokio::sync::Mutex::new(rotation::Runs::default()),
+            config_digest: Mutex::new(state::sha256_hex(bytes)),
         });
         rotation::load(&service).await;
         Ok(service)
@@ -407,6 +412,36 @@ impl Service {
 
     pub(crate) fn rotation_runs(&self) -> &tokio::sync::Mutex<rotation::Runs> {
         &self.rotation_runs
+    }
+
+    /// The config file, as `run` or `exec` was given it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn config_digest(&self) -> String {
+        self.config_digest.lock().expect("not poisoned").clone()
+    }
+
+    pub fn metrics(&self) -> &crate::agent::metrics::Metrics {
+        self.observer.metrics()
+    }
+
+    /// The values of `vars` for a peer on the local socket: resolved on a
+    /// fresh listing, with what the passes hold current (downloading only
+    /// the rest), with the session the passes use. Waits for a pass in
+    /// flight, as passes wait for each other.
+    pub async fn fetch(
+        &self,
+        key: &Path,
+        vars: &Vars,
+    ) -> Result<Result<Vec<(String, Secret)>, TargetError>, ClientError> {
+        let mut held = self.pass_lock.lock().await;
+        let (_, _, client) = self.snapshot().await;
+        let watch = self.observer.pass_begins(&client);
+        let result = sync::fetch_vars(&client, key, vars, &mut held).await;
+        self.observer.work_done(&watch, &client);
+        result
     }
 
     /// The exec environment of the latest pass that rendered it.
@@ -464,10 +499,17 @@ pub async fn reload(service: &Arc<Service>, bytes: &[u8], ready: bool) -> Option
         }
     };
     let (old, _, old_client) = service.snapshot().await;
+    // Only bytes the running generation was parsed from (or equals) are
+    // answered for: a reload that fails keeps the old digest too.
+    let digest = || *service.config_digest.lock().expect("not poisoned") = state::sha256_hex(bytes);
     if *old == new {
+        digest();
         tracing::info!("config re-read; nothing in it changed");
         service.observer.reloaded(Reload::Unchanged).await;
         return None;
+    }
+    if old.agent != new.agent {
+        tracing::warn!("the agent: section changed; the local socket changes at the next start");
     }
     let relogin = old.server != new.server || old.auth != new.auth;
     let client = if relogin {
@@ -514,6 +556,7 @@ pub async fn reload(service: &Arc<Service>, bytes: &[u8], ready: bool) -> Option
             plan: new_plan.clone(),
             client,
         };
+        digest();
     }
     if relogin {
         tokio::spawn(async move {

@@ -1,6 +1,8 @@
 //! From a config to what a pass needs: the plan, and a client with the
-//! account's key unlocked. No request is made here; the first one is the
-//! login, when a pass or a command asks for it.
+//! account's key unlocked. The daemon's `connect` makes no request (the
+//! first one is the login of its first pass, retried with backoff); a
+//! command that logs in at once makes the login's first two requests while
+//! the key unlocks (`connect_to_log_in`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,10 +35,30 @@ pub enum SetupError {
 
 /// Loads and unlocks the account's key and builds a client for the config.
 pub async fn connect(config: &Config) -> Result<Client, SetupError> {
+    let client = keyless_client(config)?;
+    client.set_key(unlock(config).await?);
+    Ok(client)
+}
+
+/// As [`connect`], for a command that logs in right away: the requests of
+/// the login that need no key are made while the key is unlocked (the
+/// passphrase's KDF, up to a few hundred milliseconds of CPU). Their
+/// failure is left to the login, which asks again and reports it.
+pub async fn connect_to_log_in(config: &Config) -> Result<Client, SetupError> {
+    let client = keyless_client(config)?;
+    let (key, prepared) = tokio::join!(unlock(config), client.session().prepare_login());
+    if let Err(e) = prepared {
+        tracing::debug!(error = %e, "nothing prepared before the login");
+    }
+    client.set_key(key?);
+    Ok(client)
+}
+
+/// The account's key, unlocked (the passphrase KDF runs off the runtime).
+async fn unlock(config: &Config) -> Result<Arc<PrivateKey>, SetupError> {
     let key_path = config::expand(&config.auth.private_key_file)?;
     let key_data = config.auth.read_private_key()?;
     let passphrase = config.auth.read_passphrase()?;
-    // Unlocking runs the passphrase KDF: up to several hundred ms of CPU.
     let key = tokio::task::spawn_blocking(move || {
         PrivateKey::load(&key_data, passphrase.as_ref().map(|p| p.as_slice()))
     })
@@ -46,6 +68,11 @@ pub async fn connect(config: &Config) -> Result<Client, SetupError> {
         path: key_path,
         source,
     })?;
+    Ok(Arc::new(key))
+}
+
+/// The client of the config, its key not set yet.
+fn keyless_client(config: &Config) -> Result<Client, SetupError> {
     let ca_pem = match &config.server.ca_file {
         Some(path) => {
             let path = config::expand(path)?;
@@ -56,7 +83,7 @@ pub async fn connect(config: &Config) -> Result<Client, SetupError> {
     let mut opts = session_options(config, ca_pem);
     opts.client_identity = config.server.read_client_identity()?;
     let totp = config.auth.read_totp_secret()?;
-    Ok(Client::new(opts, Arc::new(key))?.with_totp(totp))
+    Ok(Client::without_key(opts)?.with_totp(totp))
 }
 
 pub fn session_options(config: &Config, ca_pem: Option<Vec<u8>>) -> SessionOptions {

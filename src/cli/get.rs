@@ -1,24 +1,29 @@
 //! `passbolt-sync get` and `passbolt-sync env`: one value, or the exec
-//! environment, printed for scripts. Each is one login, the listing, the
-//! download of only what it prints, and a logout; nothing is held.
+//! environment, printed for scripts. They ask the daemon of the same config
+//! first (`agent::local`): a daemon that answers costs no login and no
+//! download of what it holds. Without one (or with `--no-agent`), each is
+//! one login, the listing, the download of only what it prints, and a
+//! logout; nothing is held.
 //!
 //! Values go to stdout (or, for `get --output`, to a file of mode 0600
 //! written atomically) and nowhere else: not into a log line, not into an
 //! error.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{self, AppError};
+use crate::agent::local::Ask;
+use crate::agent::local::ask::{self, Answered};
+use crate::cli::{self, AppError, ConfigFile};
 use crate::config::EXEC_ENV_KEY;
-use crate::config::{Config, Field, Selector, VarSpec};
+use crate::config::{Field, Selector, VarSpec};
 use crate::sync;
+use crate::sync::LookupError;
+use crate::sync::held::Held;
 use crate::sync::plan::Vars;
 use crate::sync::render::{self, RenderError};
-use crate::sync::report::TargetError;
 use crate::sync::write::{self, WriteError, WriteSpec};
-use passbolt_client::secret::{FieldError, Secret};
+use passbolt_client::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
@@ -26,16 +31,11 @@ pub enum GetError {
     App(#[from] AppError),
     #[error("{0}")]
     InvalidField(String),
-    #[error("no resource readable by this account matches {0}")]
-    Missing(String),
-    #[error("several resources are named {name:?}: {}; give one of the ids instead", ids.join(", "))]
-    Ambiguous { name: String, ids: Vec<String> },
     #[error(transparent)]
-    Field(FieldError),
-    #[error(transparent)]
-    Resolve(TargetError),
-    #[error("the config has no exec: section, so there is no environment to print")]
-    NoExecSection,
+    Lookup(#[from] LookupError),
+    /// What the daemon found, as this command would have said it.
+    #[error("{message}")]
+    Answered { message: String, exit_code: i32 },
     #[error("cannot render the environment: {0}")]
     Render(#[source] RenderError),
     #[error(transparent)]
@@ -50,20 +50,19 @@ impl GetError {
         match self {
             GetError::App(e) => e.exit_code(),
             GetError::InvalidField(_) => 2,
+            GetError::Answered { exit_code, .. } => *exit_code,
             _ => 1,
         }
     }
 }
 
-impl From<TargetError> for GetError {
-    fn from(e: TargetError) -> GetError {
-        match e {
-            TargetError::Missing { selector, .. } => GetError::Missing(selector),
-            TargetError::Ambiguous { name, ids, .. } => GetError::Ambiguous { name, ids },
-            TargetError::Field { source, .. } => GetError::Field(source),
-            other => GetError::Resolve(other),
-        }
-    }
+/// Whether `get` and `env` may ask the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The daemon of the config when one answers, else a login.
+    Agent,
+    /// Always a login of their own (`--no-agent`).
+    Login,
 }
 
 /// Where `get` puts the value.
@@ -76,28 +75,34 @@ pub enum Destination<'a> {
 /// `passbolt-sync get SELECTOR [--field F]`: the field's exact bytes, no
 /// newline added.
 pub async fn get(
-    config: &Config,
+    file: &ConfigFile,
     reference: &str,
     field: Option<&str>,
     to: Destination<'_>,
+    via: Via,
 ) -> Result<(), GetError> {
-    let field = field
+    let parsed = field
         .map(Field::parse)
         .transpose()
         .map_err(GetError::InvalidField)?
         .unwrap_or(Field::Password);
-    let vars = Vars {
-        named: BTreeMap::from([(
-            "value".to_string(),
-            VarSpec {
-                selector: Selector::from_reference(reference),
-                field,
-            },
-        )]),
-        folder: None,
-        folder_field: Field::Password,
+    let ask = Ask::Get {
+        selector: reference.to_string(),
+        field: field.map(str::to_string),
     };
-    let values = fetch(config, Path::new(reference), &vars).await?;
+    let values = match asked(file, ask, via).await? {
+        Some(values) => values,
+        None => {
+            let vars = Vars::one(
+                "value",
+                VarSpec {
+                    selector: Selector::from_reference(reference),
+                    field: parsed,
+                },
+            );
+            fetch(file, Path::new(reference), &vars).await?
+        }
+    };
     let value = &values[0].1;
     match to {
         Destination::Stdout(out) => {
@@ -132,10 +137,18 @@ pub enum EnvFormat {
 
 /// `passbolt-sync env`: the `exec.env` mapping resolved, as the child of
 /// `exec` would get it.
-pub async fn env(config: &Config, format: EnvFormat, out: &mut dyn Write) -> Result<(), GetError> {
-    let plan = cli::plan(config)?;
-    let env = plan.exec_env.ok_or(GetError::NoExecSection)?;
-    let values = fetch(config, Path::new(EXEC_ENV_KEY), &env.vars).await?;
+pub async fn env(
+    file: &ConfigFile,
+    format: EnvFormat,
+    out: &mut dyn Write,
+    via: Via,
+) -> Result<(), GetError> {
+    let plan = cli::plan(&file.config)?;
+    let env = plan.exec_env.ok_or(LookupError::NoExecSection)?;
+    let values = match asked(file, Ask::Env, via).await? {
+        Some(values) => values,
+        None => fetch(file, Path::new(EXEC_ENV_KEY), &env.vars).await?,
+    };
     let environment = render::env::render(values).map_err(GetError::Render)?;
     let text = match format {
         EnvFormat::Shell => render::env::shell(&environment),
@@ -150,17 +163,47 @@ pub async fn env(config: &Config, format: EnvFormat, out: &mut dyn Write) -> Res
         .map_err(GetError::Stdout)
 }
 
+/// The daemon's answer, when one gave it; `None` when the command must
+/// log in itself.
+async fn asked(
+    file: &ConfigFile,
+    ask: Ask,
+    via: Via,
+) -> Result<Option<Vec<(String, Secret)>>, GetError> {
+    if via == Via::Login || !file.config.agent.asked() {
+        return Ok(None);
+    }
+    match ask::ask(&file.path, &file.bytes, ask).await {
+        Ok(Answered::Values(values)) => {
+            tracing::debug!("answered by the daemon of this config");
+            Ok(Some(values))
+        }
+        Ok(Answered::Error { message, exit_code }) => {
+            Err(GetError::Answered { message, exit_code })
+        }
+        // Someone else's socket where the daemon's should be.
+        Err(why @ ask::NoAnswer::Untrusted { .. }) => {
+            tracing::warn!(reason = %why, "not asking that socket; logging in");
+            Ok(None)
+        }
+        Err(why) => {
+            tracing::debug!(reason = %why, "not answered by a daemon; logging in");
+            Ok(None)
+        }
+    }
+}
+
 /// One login, the values of `vars`, one logout (also when resolving
 /// failed).
 async fn fetch(
-    config: &Config,
+    file: &ConfigFile,
     key: &Path,
     vars: &Vars,
 ) -> Result<Vec<(String, Secret)>, GetError> {
-    let client = cli::connect(config).await?;
-    let result = sync::fetch_vars(&client, key, vars).await;
+    let client = cli::connect(&file.config).await?;
+    let result = sync::fetch_vars(&client, key, vars, &mut Held::new()).await;
     // No live refresh token is left behind.
     let _ = client.logout().await;
-    let values = result.map_err(AppError::from)??;
+    let values = result.map_err(AppError::from)?.map_err(LookupError::from)?;
     Ok(values)
 }

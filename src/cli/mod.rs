@@ -90,9 +90,10 @@ impl AppError {
     }
 }
 
-/// Loads and unlocks the account's key and builds a client for the config.
+/// Loads and unlocks the account's key and builds a client for the config,
+/// for a command that logs in at once (see `setup::connect_to_log_in`).
 pub async fn connect(config: &Config) -> Result<Client, AppError> {
-    Ok(setup::connect(config).await?)
+    Ok(setup::connect_to_log_in(config).await?)
 }
 
 /// Plans a config: every target's problems at once, as a config error.
@@ -522,6 +523,27 @@ async fn print_rotations(
 /// Loads a config, for the binary.
 pub fn load_config(path: &Path) -> Result<Config, AppError> {
     Ok(Config::load(path)?)
+}
+
+/// A config with the bytes it was parsed from: `get` and `env` show the
+/// daemon which config they read.
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub config: Config,
+}
+
+pub fn load_config_file(path: &Path) -> Result<ConfigFile, AppError> {
+    let bytes = std::fs::read(path).map_err(|source| crate::config::ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = Config::parse(&String::from_utf8_lossy(&bytes), path)?;
+    Ok(ConfigFile {
+        path: path.to_path_buf(),
+        bytes,
+        config,
+    })
 }
 
 pub const DEMO_PASSPHRASE: &str = "demo-passphrase";

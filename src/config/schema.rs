@@ -55,6 +55,43 @@ pub struct Config {
     /// then stored in passbolt.
     #[serde(default)]
     pub rotate: Vec<Rotate>,
+    /// The daemon's local socket, through which `get` and `env` use its
+    /// session.
+    #[serde(default, deserialize_with = "de_agent")]
+    pub agent: Agent,
+}
+
+/// The `agent:` section. Read at start: a change applies at the next one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// Whether the daemon answers `get` and `env` on a Unix socket: by
+    /// default `run` does and `exec` does not (see [`Agent::listens`]).
+    #[serde(default)]
+    pub socket: Option<bool>,
+    /// A group whose members may ask too (the socket is then 0660 and
+    /// that group's); root and the daemon's own user only when absent.
+    #[serde(default, deserialize_with = "de_opt_id_or_name")]
+    pub socket_group: Option<String>,
+}
+
+/// `agent:` with every key commented out is the defaults, not an error.
+fn de_agent<'de, D: Deserializer<'de>>(d: D) -> Result<Agent, D::Error> {
+    Ok(Option::<Agent>::deserialize(d)?.unwrap_or_default())
+}
+
+impl Agent {
+    /// Whether `run` (or, with `exec`, `exec`) listens. `exec` does only
+    /// when asked: its child runs as its user, so the socket would give
+    /// that child whatever the account reads, not only `exec.env`.
+    pub fn listens(&self, exec: bool) -> bool {
+        self.socket.unwrap_or(!exec)
+    }
+
+    /// Whether `get` and `env` ask a daemon first.
+    pub fn asked(&self) -> bool {
+        self.socket != Some(false)
+    }
 }
 
 /// The `exec:` section: the child's environment, mapped as a dotenv

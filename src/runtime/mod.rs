@@ -1,10 +1,11 @@
 //! Generic pieces of a long-running process, with no knowledge of passbolt,
 //! targets or configs: schedules, the config-file watcher, retry pacing,
-//! child processes and the credential variables taken out of the
-//! environment at start-up.
+//! child processes, the credential variables taken out of the environment
+//! at start-up, and who is at the other end of a Unix socket.
 
 pub mod backoff;
 pub mod captured;
+pub mod peer;
 pub mod process;
 pub mod schedule;
 pub mod watch;

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::Field;
-use crate::sync::scope::Scope;
-use crate::sync::state::Record;
+use crate::sync::scope::{Outcome, Scope};
+use crate::sync::state::{Record, RecordedScope};
 use passbolt_client::secret::{Resource, Secret, SecretFields};
 use passbolt_client::{FetchedSecret, Listing};
 
@@ -152,20 +152,71 @@ impl Held {
     }
 
     /// The records to keep in the state directory, with each target's
-    /// last full sync as Unix seconds.
+    /// last full sync and name resolution as Unix seconds.
     pub fn records(&self, now: Instant) -> BTreeMap<PathBuf, Record> {
         let unix = chrono::Utc::now().timestamp();
+        let at = |t: Instant| unix - now.saturating_duration_since(t).as_secs() as i64;
         self.records
             .iter()
             .map(|(p, r)| {
                 let mut r = r.clone();
-                r.full_sync_at = self
-                    .full_sync
-                    .get(p)
-                    .map(|last| unix - now.saturating_duration_since(*last).as_secs() as i64);
+                r.full_sync_at = self.full_sync.get(p).map(|last| at(*last));
+                r.scope = self
+                    .scope
+                    .resolved(p)
+                    .map(|(ids, folders, t)| RecordedScope {
+                        ids: ids.clone(),
+                        folders: folders.clone(),
+                        resolved_at: at(t),
+                    });
                 (p.clone(), r)
             })
             .collect()
+    }
+
+    /// Takes `target`'s recorded resolution when nothing resolved it since
+    /// the start, its record is of the same planned `form` (a config whose
+    /// selectors changed while stopped resolves them anew) and it is not
+    /// due again; returns whether it did.
+    pub fn restore_scope(
+        &mut self,
+        target: &Path,
+        form: impl FnOnce() -> String,
+        every: Duration,
+        now: Instant,
+    ) -> bool {
+        if self.scope.has(target) {
+            return false;
+        }
+        let Some(Record {
+            scope: Some(recorded),
+            form: recorded_form,
+            ..
+        }) = self.records.get(target)
+        else {
+            return false;
+        };
+        if *recorded_form != form() {
+            return false;
+        }
+        let age = chrono::Utc::now().timestamp() - recorded.resolved_at;
+        let Some(age) = u64::try_from(age)
+            .ok()
+            .map(Duration::from_secs)
+            .filter(|age| *age < every)
+        else {
+            // From the future, or due anyway.
+            return false;
+        };
+        // Older than the machine's uptime (a timer run after a reboot):
+        // counted from the start, as a recorded full sync is.
+        let at = now.checked_sub(age).unwrap_or(now);
+        let outcome = Outcome::Resolved {
+            ids: recorded.ids.clone(),
+            folders: recorded.folders.clone(),
+        };
+        self.scope.record(target, outcome, at);
+        true
     }
 
     pub fn record(&self, target: &Path) -> Option<&Record> {

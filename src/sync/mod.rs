@@ -18,4 +18,4 @@ pub mod write;
 pub use pass::{
     PassOptions, fetch_vars, list_for, render_held, resolve_only, resolve_selector, run_pass,
 };
-pub use report::{PassReport, Status, TargetError, TargetReport};
+pub use report::{LookupError, PassReport, Status, TargetError, TargetReport};

@@ -427,13 +427,16 @@ pub async fn list_for(client: &Client, plan: &Plan) -> Result<Listing, ClientErr
 }
 
 /// Resolves `vars` against a fresh listing and downloads only the secrets
-/// they read, for commands that hold nothing between runs (`get`, `env`).
-/// `key` names them in errors, as a target's path would. A server that
-/// cannot be reached is the outer `Err`.
+/// they read that `held` does not hold current, storing them there: `get`
+/// and `env` pass an empty `held`; the daemon, answering them on its
+/// socket, passes what its passes hold. `key` names them in errors, as a
+/// target's path would. A server that cannot be reached is the outer
+/// `Err`.
 pub async fn fetch_vars(
     client: &Client,
     key: &Path,
     vars: &Vars,
+    held: &mut Held,
 ) -> Result<Result<Vec<(String, Secret)>, TargetError>, ClientError> {
     let sel = vars_selection(vars);
     // By id only: nothing to resolve, so only those are listed.
@@ -447,11 +450,18 @@ pub async fn fetch_vars(
         Ok(needs) => needs,
         Err(e) => return Ok(Err(e)),
     };
-    let mut held = Held::new();
-    let wanted: Vec<String> = secret_reads(&needs).into_iter().collect();
-    let downloads = download(client, &mut held, &wanted).await?;
+    // Values decrypted under other keys are no evidence of these.
+    held.check_identity(&client.key_identity().await);
+    let wanted: Vec<String> = secret_reads(&needs)
+        .into_iter()
+        .filter(|id| {
+            let r = listing.get(id).expect("resolved from this listing");
+            held.current(r).is_none()
+        })
+        .collect();
+    let downloads = download(client, held, &wanted).await?;
     let secrets = Secrets {
-        held: &held,
+        held,
         missing: &downloads.missing,
         failed: &downloads.failed,
     };
@@ -511,6 +521,16 @@ pub async fn run_pass(
         keys.push((e.key(), vars_selection(&e.vars)));
     }
     let resolve_every = plan.resolve_every();
+    // After a restart, names and folders resolve to what the state file
+    // recorded; a fresh client then learns the folder tree alone.
+    let mut restored_folders = false;
+    for t in &selected {
+        if selection(&t.output).dynamic
+            && held.restore_scope(t.path(), || state::form(t), resolve_every, now)
+        {
+            restored_folders |= uses_folders(t);
+        }
+    }
     let mut full = keys.iter().any(|(k, sel)| {
         sel.dynamic
             && (held.scope().needs_full(k, resolve_every, now)
@@ -519,6 +539,9 @@ pub async fn run_pass(
     let listing = if full {
         client.list(folder_paths).await?
     } else {
+        if restored_folders {
+            client.load_folder_paths().await?;
+        }
         let (mut ids, mut folders) = (BTreeSet::new(), BTreeSet::new());
         for (k, sel) in &keys {
             ids.extend(sel.ids.iter().cloned());
@@ -985,6 +1008,7 @@ fn new_record(
         digest,
         resources,
         full_sync_at: None,
+        scope: None,
     })
 }
 

@@ -91,6 +91,17 @@ pub struct Vars {
     pub folder_field: Field,
 }
 
+impl Vars {
+    /// One variable, `name`, for `get`.
+    pub fn one(name: &str, spec: VarSpec) -> Vars {
+        Vars {
+            named: BTreeMap::from([(name.to_string(), spec)]),
+            folder: None,
+            folder_field: Field::Password,
+        }
+    }
+}
+
 /// A template file, parsed when the plan is built and again whenever its
 /// content changes: operators edit templates without touching the config.
 #[derive(Debug)]

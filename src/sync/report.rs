@@ -16,6 +16,33 @@ use passbolt_client::{ClientError, Counters, DecodeError};
 
 /// Why one target could not be brought up to date. Names the target and
 /// the resource; never a value.
+/// Why `get` or `env` has no value to print, as they say it whether they
+/// looked themselves or the daemon looked for them.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("no resource readable by this account matches {0}")]
+    Missing(String),
+    #[error("several resources are named {name:?}: {}; give one of the ids instead", ids.join(", "))]
+    Ambiguous { name: String, ids: Vec<String> },
+    #[error(transparent)]
+    Field(FieldError),
+    #[error(transparent)]
+    Resolve(TargetError),
+    #[error("the config has no exec: section, so there is no environment to print")]
+    NoExecSection,
+}
+
+impl From<TargetError> for LookupError {
+    fn from(e: TargetError) -> LookupError {
+        match e {
+            TargetError::Missing { selector, .. } => LookupError::Missing(selector),
+            TargetError::Ambiguous { name, ids, .. } => LookupError::Ambiguous { name, ids },
+            TargetError::Field { source, .. } => LookupError::Field(source),
+            other => LookupError::Resolve(other),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("target {target}: {selector} is gone or not readable by this account{}", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]

@@ -88,6 +88,26 @@ impl Scope {
         }
     }
 
+    /// What `target`'s selectors resolved to (ids, folders) and when, if
+    /// its last resolution was complete: what a state file may keep
+    /// across a restart.
+    pub fn resolved(
+        &self,
+        target: &Path,
+    ) -> Option<(&BTreeSet<String>, &BTreeSet<String>, Instant)> {
+        match self.targets.get(target)? {
+            Resolution {
+                outcome: Outcome::Resolved { ids, folders },
+                at,
+            } => Some((ids, folders, *at)),
+            _ => None,
+        }
+    }
+
+    pub fn has(&self, target: &Path) -> bool {
+        self.targets.contains_key(target)
+    }
+
     pub fn record(&mut self, target: &Path, outcome: Outcome, now: Instant) {
         self.targets
             .insert(target.to_path_buf(), Resolution { outcome, at: now });

@@ -11,7 +11,7 @@
 //! another server, user, key or plan) makes the target cold: the worst a
 //! state file can do is cost a download, never a wrong value written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -40,6 +40,22 @@ pub struct Record {
     /// Unix seconds of the target's last full sync.
     #[serde(default)]
     pub full_sync_at: Option<i64>,
+    /// What the target's names and folders resolved to on the last full
+    /// listing: a restart lists those until its next resolution, as the
+    /// daemon did, instead of everything the account reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<RecordedScope>,
+}
+
+/// A resolution of names and folder paths to resource and folder ids, as
+/// of `resolved_at` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedScope {
+    pub ids: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub folders: BTreeSet<String>,
+    pub resolved_at: i64,
 }
 
 /// What a state file is valid for.

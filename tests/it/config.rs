@@ -446,3 +446,28 @@ fn the_exec_section_has_defaults_checked_signals_and_the_dotenv_mapping() {
     .to_string();
     assert!(msg.contains("taken by the exec environment"), "{msg}");
 }
+
+#[test]
+fn the_agent_section_defaults_to_a_socket_for_run_only() {
+    let c = parse(HEAD).unwrap();
+    assert!(c.agent.listens(false), "run listens");
+    assert!(!c.agent.listens(true), "exec does not");
+    assert!(c.agent.asked());
+    // Every key commented out: the defaults.
+    let c = parse(&format!("{HEAD}agent:\n")).unwrap();
+    assert_eq!(c.agent, Default::default());
+    let c = parse(&format!(
+        "{HEAD}agent:\n  socket: true\n  socket_group: 4242\n"
+    ))
+    .unwrap();
+    assert!(c.agent.listens(true));
+    assert_eq!(c.agent.socket_group.as_deref(), Some("4242"));
+    let c = parse(&format!("{HEAD}agent:\n  socket: false\n")).unwrap();
+    assert!(!c.agent.listens(false) && !c.agent.asked());
+    assert_eq!(
+        parse(&format!("{HEAD}agent:\n  socket_grup: ops\n"))
+            .unwrap_err()
+            .to_string(),
+        "/etc/passbolt-sync/sync.yaml:8:3: agent: unknown field `socket_grup`; did you mean `socket_group`?"
+    );
+}

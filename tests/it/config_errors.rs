@@ -50,7 +50,7 @@ fn a_key_like_no_other_keeps_the_list_of_valid_ones() {
     let text = format!("{HEAD}zzz: 1\n");
     assert_eq!(
         error(&text),
-        "/etc/passbolt-sync/sync.yaml:6:1: unknown field `zzz`, expected one of `server`, `auth`, `schedule`, `timezone`, `splay`, `full_sync_every`, `metrics`, `status_file`, `state_dir`, `targets`, `exec`, `rotate`"
+        "/etc/passbolt-sync/sync.yaml:6:1: unknown field `zzz`, expected one of `server`, `auth`, `schedule`, `timezone`, `splay`, `full_sync_every`, `metrics`, `status_file`, `state_dir`, `targets`, `exec`, `rotate`, `agent`"
     );
 }
 

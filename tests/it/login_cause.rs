@@ -213,6 +213,47 @@ async fn the_check_is_one_settings_request_per_process() {
     );
 }
 
+/// A command that logs in at once asks the server key and the settings
+/// while its key unlocks, and its login does not ask again; a failure there
+/// is the login's, with its own message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prepared_login_asks_each_first_request_once_and_a_failure_is_the_logins() {
+    let server = common::devserver(Options::default()).await;
+    let who = fixture("alice");
+    let client =
+        passbolt_client::Client::without_key(common::session_options(&server, &who)).unwrap();
+    client.session().prepare_login().await.unwrap();
+    let prepared = server.count_requests();
+    assert_eq!(prepared, 2, "the server key and the settings, nothing else");
+    client.set_key(shared_key(&who));
+    client.login().await.unwrap();
+    let paths: Vec<String> = server
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Request { method, path, .. } => Some(format!("{method} {path}")),
+            _ => None,
+        })
+        .collect();
+    let mut first_two = paths[..2].to_vec();
+    first_two.sort();
+    assert_eq!(first_two, ["GET /auth/verify.json", "GET /settings.json"]);
+    assert_eq!(&paths[2..], ["POST /auth/jwt/login.json"], "{paths:?}");
+    // A re-login asks the server key again, as always.
+    client.session().login().await.unwrap();
+    assert_eq!(server.count_requests(), prepared + 3);
+
+    // A mismatched base URL found while preparing: the login says so.
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(dir.path(), &server, &who, "");
+    let localhost = server.url().replace("127.0.0.1", "localhost");
+    set_url(&config, &server.url(), &localhost);
+    let out = common::cli(&["once", "-c", config.to_str().unwrap()], &[]).await;
+    let (_, stderr) = common::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("app.url at /settings.json"), "{stderr}");
+}
+
 /// `init` takes server.url from the kit's domain: the same check, before
 /// anything is written, says which of the two differs.
 #[tokio::test(flavor = "multi_thread")]

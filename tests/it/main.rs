@@ -3,6 +3,7 @@
 
 mod common;
 
+mod agent_socket;
 mod backoff;
 mod check_offline;
 mod config;

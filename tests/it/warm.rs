@@ -193,3 +193,103 @@ async fn a_corrupt_truncated_foreign_or_unsafe_state_file_makes_every_target_col
     assert!(log.contains("1 update"), "{log}");
     assert_eq!(s.read("pin"), "Server room");
 }
+
+/// The listings of `/resources.json` since request `from`: `true` for one
+/// that lists everything (no `filter[has-id]`/`filter[has-parent]`).
+fn full_listings(server: &DevServer, from: usize) -> usize {
+    server.requests()[from..]
+        .iter()
+        .filter(|(p, q, _)| {
+            p == "/resources.json"
+                && !q.contains("secret")
+                && !q.contains("filter%5Bhas-")
+                && !q.contains("filter[has-")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_what_names_and_folders_resolved_to_until_the_next_resolution() {
+    let server = devserver(Options::default()).await;
+    server.set_clock(Some(server.now() + 3));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display();
+    let extra = format!(
+        "state_dir: {out}/state\nschedule: every 1s\ntargets:\n  - {{ path: {out}/gitlab, format: raw, name: GitLab }}\n  - path: {out}/app.env\n    format: dotenv\n    vars:\n      PIN: {{ name: Server room, field: pin }}\n  - {{ path: {out}/myapp.env, format: dotenv, folder: Production/myapp }}\n",
+    );
+    let config = write_config(dir.path(), &server, &fixture("bob"), &extra);
+    let folder_trees = |server: &DevServer, from: usize| {
+        server.requests()[from..]
+            .iter()
+            .filter(|(p, _, _)| p == "/folders.json")
+            .count()
+    };
+    let once = |server: &DevServer| {
+        let from = server.requests().len();
+        let config = config.clone();
+        async move {
+            let out = cli(
+                &["once", "-c", config.to_str().unwrap()],
+                &[("RUST_LOG", "passbolt_sync=debug")],
+            )
+            .await;
+            let (stdout, log) = text(&out);
+            let lines = crate::incremental::pass_lines(&log);
+            assert_eq!(lines.len(), 1, "{stdout}\n{log}");
+            (from, lines[0].1.secrets_downloaded, out.status.success())
+        }
+    };
+    // Cold: names are resolved on a full listing.
+    let (from, downloaded, ok) = once(&server).await;
+    assert!(ok);
+    assert_eq!(full_listings(&server, from), 1);
+    assert!(downloaded > 2, "{downloaded}");
+    let myapp = std::fs::read_to_string(dir.path().join("myapp.env")).unwrap();
+    // Warm: the recorded resolution is listed by id and by folder (the
+    // folder tree alone names its path), nothing downloaded.
+    for _ in 0..3 {
+        let (from, downloaded, ok) = once(&server).await;
+        assert!(ok);
+        let requests = &server.requests()[from..];
+        assert_eq!(full_listings(&server, from), 0, "{requests:?}");
+        assert_eq!(folder_trees(&server, from), 1, "{requests:?}");
+        assert_eq!(downloaded, 0);
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("myapp.env")).unwrap(),
+        myapp
+    );
+    let state = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let content = std::fs::read_to_string(&state).unwrap();
+    for word in ["GitLab", "Server room"] {
+        assert!(
+            !content.contains(word),
+            "a name in the state file: {content}"
+        );
+    }
+    // Renamed while stopped: the recorded id no longer resolves, so the
+    // name is resolved again in full, in the same pass, and is missing.
+    let gitlab = server.resource_ids_named("GitLab")[0].clone();
+    server.rename(&gitlab, "GitLab (old)").unwrap();
+    server.set_clock(Some(server.now() + 3));
+    let (from, _, ok) = once(&server).await;
+    assert!(!ok, "GitLab is missing: the file is kept and once fails");
+    assert_eq!(full_listings(&server, from), 1);
+    // A selector changed while stopped resolves anew, whatever was recorded.
+    let edited = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("name: GitLab }", "name: \"GitLab (old)\" }");
+    std::fs::write(&config, edited).unwrap();
+    let (from, _, ok) = once(&server).await;
+    assert!(ok);
+    assert_eq!(full_listings(&server, from), 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("gitlab")).unwrap(),
+        "g1t$lab \"pa ss\" `x` #1 ü"
+    );
+}

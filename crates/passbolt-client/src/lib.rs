@@ -353,8 +353,16 @@ pub struct Client {
 
 impl Client {
     pub fn new(opts: SessionOptions, key: Arc<PrivateKey>) -> Result<Client, ClientError> {
+        let client = Client::without_key(opts)?;
+        client.set_key(key);
+        Ok(client)
+    }
+
+    /// A client whose key is still being unlocked: only
+    /// `session().prepare_login()` may run before [`Client::set_key`].
+    pub fn without_key(opts: SessionOptions) -> Result<Client, ClientError> {
         Ok(Client {
-            session: Session::new(opts, key)?,
+            session: Session::without_key(opts)?,
             types: Mutex::new(HashMap::new()),
             keyring: Mutex::new(Keyring::default()),
             metadata: StdMutex::new(HashMap::new()),
@@ -364,6 +372,10 @@ impl Client {
             secrets_downloaded: AtomicU64::new(0),
             pre_v5: AtomicBool::new(false),
         })
+    }
+
+    pub fn set_key(&self, key: Arc<PrivateKey>) {
+        self.session.set_key(key);
     }
 
     /// Answers the account's TOTP second factor with `seed` (see
@@ -807,6 +819,14 @@ impl Client {
             &r.uri,
             &r.description,
         ))
+    }
+
+    /// Learns the folder tree (`/folders.json`, one request) without
+    /// listing any resource: what a scoped listing needs to name folder
+    /// paths when no full listing came first, e.g. after a restart that
+    /// kept what its folder selectors resolved to.
+    pub async fn load_folder_paths(&self) -> Result<(), ClientError> {
+        self.folder_paths().await.map(drop)
     }
 
     /// Folder paths by folder id; v5 folder names are decrypted only when

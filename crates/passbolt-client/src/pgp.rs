@@ -952,7 +952,7 @@ mod x25519 {
 
     impl Agreement<'_> {
         /// The shared secret with the sender's ephemeral key `e`.
-        fn shared(&self, e: &mpi::MPI) -> openpgp::Result<Protected> {
+        pub(super) fn shared(&self, e: &mpi::MPI) -> openpgp::Result<Protected> {
             let (point, _) = e.decode_point(&Curve::Cv25519)?;
             let ephemeral = PKey::public_key_from_raw_bytes(point, Id::X25519)?;
             let mut deriver = Deriver::new(self.key)?;
@@ -1079,6 +1079,85 @@ pub fn normalize_fingerprint(s: &str) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
+
+    /// The OpenSSL paths (RSA in CRT form, X25519 with the key imported
+    /// once) recover exactly the session key sequoia's own KeyPair
+    /// recovers, and fail where it fails: a damaged ciphertext is refused,
+    /// never turned into another session key.
+    #[cfg(feature = "crypto-openssl")]
+    #[test]
+    fn the_openssl_paths_agree_with_sequoias_keypair() {
+        use openpgp::crypto::mpi;
+        use openpgp::packet::pkesk::PKESK3;
+
+        for cipher in [CipherSuite::RSA3k, CipherSuite::Cv25519] {
+            let (key, _) = generate_key("f <f@x.invalid>", cipher, None).unwrap();
+            let pair = &key.decryptors[0];
+            let rsa = matches!(cipher, CipherSuite::RSA3k);
+            // Each key has its OpenSSL form, so session_key below takes it.
+            assert_eq!(key.rsa_crt[0].is_some(), rsa, "{cipher:?}");
+            assert_eq!(key.x25519[0].is_some(), !rsa, "{cipher:?}");
+            for algo in [SymmetricAlgorithm::AES256, SymmetricAlgorithm::AES128] {
+                let sk = SessionKey::new(algo.key_size().unwrap()).unwrap();
+                let pkesk3 = PKESK3::for_recipient(algo, &sk, pair.public()).unwrap();
+                let pkesk = PKESK::from(pkesk3.clone());
+                let sequoias = pkesk.decrypt(&mut pair.clone(), None);
+                assert_eq!(sequoias, Some((Some(algo), sk.clone())), "{cipher:?}");
+                assert_eq!(key.session_key(0, &pkesk, None), sequoias, "{cipher:?}");
+                assert_eq!(
+                    key.session_key(0, &pkesk, Some(algo)),
+                    pkesk.decrypt(&mut pair.clone(), Some(algo)),
+                    "{cipher:?}"
+                );
+
+                let damaged = match pkesk3.esk() {
+                    mpi::Ciphertext::RSA { c } => {
+                        let mut c = c.value().to_vec();
+                        let middle = c.len() / 2;
+                        c[middle] ^= 1;
+                        vec![mpi::Ciphertext::RSA {
+                            c: mpi::MPI::new(&c),
+                        }]
+                    }
+                    mpi::Ciphertext::ECDH { e, key: wrapped } => {
+                        // X25519's shared secret is computed by OpenSSL
+                        // here, not by sequoia's fallback.
+                        let x = key.x25519[0].as_ref().unwrap().decryptor(pair);
+                        assert!(x.shared(e).is_ok());
+                        let mut flipped = wrapped.to_vec();
+                        flipped[3] ^= 1;
+                        // Not a point (no 0x40 prefix): OpenSSL's path
+                        // refuses it and sequoia's is asked.
+                        let mut not_a_point = e.value().to_vec();
+                        not_a_point[0] = 0x04;
+                        vec![
+                            mpi::Ciphertext::ECDH {
+                                e: e.clone(),
+                                key: flipped.into(),
+                            },
+                            mpi::Ciphertext::ECDH {
+                                e: mpi::MPI::new(&not_a_point),
+                                key: wrapped.clone(),
+                            },
+                        ]
+                    }
+                    other => panic!("{cipher:?}: {other:?}"),
+                };
+                for esk in damaged {
+                    let bad = PKESK::from(
+                        PKESK3::new(pkesk3.recipient().cloned(), pkesk3.pk_algo(), esk).unwrap(),
+                    );
+                    assert_eq!(bad.decrypt(&mut pair.clone(), None), None, "{cipher:?}");
+                    assert_eq!(key.session_key(0, &bad, None), None, "{cipher:?}");
+                }
+            }
+            let message = encrypt(&key.public(), None, b"as downloaded").unwrap();
+            assert_eq!(
+                &key.decrypt(message.as_bytes()).unwrap()[..],
+                b"as downloaded"
+            );
+        }
+    }
 
     /// Why a server clock far ahead fails the login: its answer's
     /// signature is dated in our future beyond the tolerance.

@@ -105,17 +105,18 @@ pub fn shared_key(who: &Fixture) -> Arc<PrivateKey> {
 }
 
 pub fn client(server: &DevServer, who: &Fixture) -> passbolt_client::Client {
-    passbolt_client::Client::new(
-        passbolt_client::SessionOptions {
-            base_url: server.url(),
-            user_id: who.id.clone(),
-            fingerprint: Some(server.server_fingerprint()),
-            ca_pem: None,
-            client_identity: None,
-            timeout: std::time::Duration::from_secs(10),
-            max_response_bytes: passbolt_client::session::DEFAULT_MAX_RESPONSE_BYTES,
-        },
-        shared_key(who),
-    )
-    .unwrap()
+    passbolt_client::Client::new(session_options(server, who), shared_key(who)).unwrap()
+}
+
+/// The options of `who`'s session on `server`, its pin included.
+pub fn session_options(server: &DevServer, who: &Fixture) -> passbolt_client::SessionOptions {
+    passbolt_client::SessionOptions {
+        base_url: server.url(),
+        user_id: who.id.clone(),
+        fingerprint: Some(server.server_fingerprint()),
+        ca_pem: None,
+        client_identity: None,
+        timeout: std::time::Duration::from_secs(10),
+        max_response_bytes: passbolt_client::session::DEFAULT_MAX_RESPONSE_BYTES,
+    }
 }

@@ -117,6 +117,18 @@ impl Session {
         Ok(())
     }
 
+    /// The two requests of a first login that need no key, at once: the
+    /// server's key (`/auth/verify.json`, checked as always) and the check
+    /// before the first login (`/settings.json`). The next login uses that
+    /// server key instead of asking again. Made while the account's key is
+    /// being unlocked, they cost a command no time of their own. On an
+    /// error nothing is kept, and the login asks (and fails) again.
+    pub async fn prepare_login(&self) -> Result<(), ClientError> {
+        let (key, ()) = tokio::try_join!(self.verify_server(), self.precheck())?;
+        *self.prepared_server_key.lock().expect("not poisoned") = Some(key);
+        Ok(())
+    }
+
     /// A full login; replaces whatever tokens the session had.
     pub async fn login(&self) -> Result<(), ClientError> {
         let (mut tokens, _gate) = self.exclusive().await;
@@ -136,7 +148,15 @@ impl Session {
         // to be used again by this process.
         tokens.access = None;
         tokens.refresh = None;
-        let server_key = self.verify_server().await?;
+        let prepared = self
+            .prepared_server_key
+            .lock()
+            .expect("not poisoned")
+            .take();
+        let server_key = match prepared {
+            Some(key) => key,
+            None => self.verify_server().await?,
+        };
         self.precheck().await?;
         let (challenge, verify_token) = self.sign_challenge(&server_key).await?;
         let body = self.post_challenge(challenge).await?;
@@ -183,7 +203,7 @@ impl Session {
             verify_token_expiry: (self.server_now() + VERIFY_TOKEN_LIFETIME).into(),
         };
         let plaintext = serde_json::to_vec(&request).expect("serializable");
-        let key = self.key.clone();
+        let key = self.user_key().clone();
         let sk = server_key.clone();
         let challenge = tokio::task::spawn_blocking(move || key.encrypt_and_sign(&sk, &plaintext))
             .await
@@ -225,7 +245,7 @@ impl Session {
     fn remaining_causes(&self) -> Option<KeyIdentity> {
         let checked = (*self.prechecked.lock().expect("not poisoned"))?;
         (checked.base_url && checked.clock).then(|| {
-            let public = self.key.public();
+            let public = self.user_key().public();
             KeyIdentity {
                 fingerprint: public.fingerprint(),
                 user_ids: public.user_ids(),
@@ -242,7 +262,7 @@ impl Session {
         body: ChallengeBody,
         verify_token: &str,
     ) -> Result<ChallengeResponse, ClientError> {
-        let key = self.key.clone();
+        let key = self.user_key().clone();
         let sk = server_key.clone();
         let plaintext = tokio::task::spawn_blocking(move || {
             key.decrypt_verify(&sk, body.challenge.as_bytes())

@@ -23,9 +23,9 @@ use refresh::current;
 pub use refresh::{refresh_cookie, refresh_cookie_max_age, token_exp};
 use request::innermost;
 
-use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -158,8 +158,13 @@ pub struct SessionStats {
 pub struct Session {
     http: reqwest::Client,
     opts: SessionOptions,
-    key: Arc<PrivateKey>,
+    /// Set at construction, or once the key is unlocked when the session
+    /// was made without it (see [`Session::without_key`]).
+    key: OnceLock<Arc<PrivateKey>>,
     server_key: StdMutex<Option<PublicKey>>,
+    /// The server key `prepare_login` fetched, for the next login to use
+    /// instead of asking again.
+    prepared_server_key: StdMutex<Option<PublicKey>>,
     tokens: Mutex<Tokens>,
     /// Held shared by each authenticated request while it is in flight,
     /// exclusively (with `tokens`) by whatever changes the tokens or the
@@ -217,6 +222,15 @@ pub(crate) struct Reply {
 
 impl Session {
     pub fn new(opts: SessionOptions, key: Arc<PrivateKey>) -> Result<Session, ClientError> {
+        let session = Session::without_key(opts)?;
+        session.set_key(key);
+        Ok(session)
+    }
+
+    /// A session whose key is still being unlocked: it can make the
+    /// requests that need no key (`prepare_login`); [`Session::set_key`]
+    /// must come before anything else.
+    pub fn without_key(opts: SessionOptions) -> Result<Session, ClientError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("passbolt-sync/", env!("CARGO_PKG_VERSION")))
             // A 302 means "MFA required" in passbolt; following it would hide that.
@@ -242,8 +256,9 @@ impl Session {
         Ok(Session {
             http,
             opts,
-            key,
+            key: OnceLock::new(),
             server_key: StdMutex::new(None),
+            prepared_server_key: StdMutex::new(None),
             tokens: Mutex::new(Tokens::default()),
             gate: RwLock::new(()),
             generation: AtomicU64::new(0),
@@ -277,8 +292,18 @@ impl Session {
         self.mfa_cookie.lock().expect("not poisoned").is_some()
     }
 
+    /// The account's key, once it is set: a session made without it
+    /// panics here, which is a bug of its caller.
     pub fn user_key(&self) -> &Arc<PrivateKey> {
-        &self.key
+        self.key
+            .get()
+            .expect("the account key is set before any request that needs it")
+    }
+
+    /// Gives a session made [`Session::without_key`] its key; a second
+    /// key is ignored.
+    pub fn set_key(&self, key: Arc<PrivateKey>) {
+        let _ = self.key.set(key);
     }
 
     pub fn stats(&self) -> SessionStats {
