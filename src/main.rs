@@ -53,12 +53,13 @@ enum InitFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The daemon: first full sync, READY to systemd, then scheduled syncs
+    /// The daemon: first full sync, READY to systemd, then scheduled syncs and rotations
     ///
     /// Edits of the config file are picked up while it runs (live reload), and
     /// SIGHUP (systemctl reload) re-reads it too: the new config is validated
     /// whole, then swapped in; a broken edit is logged and the running config
-    /// stays. SIGTERM or SIGINT stop it.
+    /// stays. SIGTERM or SIGINT stop it. The rotate: entries are checked at
+    /// every tick and when one falls due (see the README, "Rotation").
     Run {
         /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
@@ -69,7 +70,7 @@ enum Command {
         /// The config file (YAML; see sync.example.yaml)
         #[arg(short, long, env = "PASSBOLT_SYNC_CONFIG")]
         config: PathBuf,
-        /// Show what would change (create, update with variable names, unchanged); write nothing, print no value
+        /// Show what would change (create, update with variable names, unchanged) and when each rotation is due; write nothing, rotate nothing, print no value
         #[arg(long)]
         dry_run: bool,
     },
@@ -204,7 +205,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the daemon's last pass per target, from its status file: exit 0 when every target is current, 1 otherwise, 3 when there is no status file
+    /// Show the daemon's last pass per target and its rotations, from its status file: exit 0 when every target is current and no rotation failed or waits, 1 otherwise, 3 when there is no status file
     ///
     /// The status file is the config's status_file, else
     /// $RUNTIME_DIRECTORY/status.json, else /run/passbolt-sync/status.json

@@ -1,8 +1,9 @@
 //! The Prometheus registry of the daemon and its HTTP endpoint.
 //!
-//! Every label is a target path, a fixed word or the version: never a
-//! resource name, a username or a value, so a scrape shows nothing that
-//! the config file does not. Both exposition formats come from the
+//! Every label is a target path, a resource id, a field as the config
+//! names it, a fixed word or the version: never a resource name, a
+//! username or a value, so a scrape shows nothing that the config file
+//! does not. Both exposition formats come from the
 //! `prometheus-client` crate: OpenMetrics for scrapers that ask for it,
 //! the classic text format (0.0.4) otherwise and for node_exporter's
 //! textfile collector.
@@ -55,6 +56,43 @@ impl TargetResult {
     }
 }
 
+/// How a rotation's last attempt ended, as the `result` label of
+/// `passbolt_sync_rotation_last_result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotationResult {
+    /// The new value was applied and stored.
+    Rotated,
+    /// It failed before anything changed (a check, or `apply`).
+    Failed,
+    /// The new value is in use but not stored in passbolt yet.
+    Pending,
+    /// Someone else changed the resource: the store waits for the operator.
+    Conflict,
+}
+
+impl RotationResult {
+    pub const ALL: [RotationResult; 4] = [
+        RotationResult::Rotated,
+        RotationResult::Failed,
+        RotationResult::Pending,
+        RotationResult::Conflict,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationResult::Rotated => "rotated",
+            RotationResult::Failed => "failed",
+            RotationResult::Pending => "pending",
+            RotationResult::Conflict => "conflict",
+        }
+    }
+}
+
+/// Where a rotation failed, as the `stage` label of
+/// `passbolt_sync_rotation_failures_total`.
+pub const ROTATION_STAGES: [&str; 4] = ["check", "apply", "store", "conflict"];
+
 /// How a whole pass ended, as the `result` label of `passbolt_sync_passes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PassResult {
@@ -86,6 +124,26 @@ struct PathLabel {
 struct PathResultLabels {
     path: String,
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationLabels {
+    resource: String,
+    field: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationResultLabels {
+    resource: String,
+    field: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationStageLabels {
+    resource: String,
+    field: String,
+    stage: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,6 +195,12 @@ pub struct Metrics {
     private_key_operations: Counter,
     reloads: Family<ResultLabel, Counter>,
     ready: Gauge,
+    rotation_last_success: Family<RotationLabels, FloatGauge>,
+    rotation_next_due: Family<RotationLabels, FloatGauge>,
+    rotation_last_result: Family<RotationResultLabels, Gauge>,
+    rotations: Family<RotationLabels, Counter>,
+    rotation_failures: Family<RotationStageLabels, Counter>,
+    rotation_pending: Family<RotationLabels, Gauge>,
     agent_requests: Family<OpResultLabels, Counter>,
 }
 
@@ -171,6 +235,12 @@ impl Metrics {
             private_key_operations: Counter::default(),
             reloads: Family::default(),
             ready: Gauge::default(),
+            rotation_last_success: Family::default(),
+            rotation_next_due: Family::default(),
+            rotation_last_result: Family::default(),
+            rotations: Family::default(),
+            rotation_failures: Family::default(),
+            rotation_pending: Family::default(),
             agent_requests: Family::default(),
         };
         let r = &mut registry;
@@ -265,6 +335,38 @@ impl Metrics {
             "ready",
             "1 once the first complete sync is done and every target is current or kept, as /readyz",
             m.ready.clone(),
+        );
+        r.register_with_unit(
+            "rotation_last_success_timestamp",
+            "When the rotation last stored a new value (Unix time)",
+            Unit::Seconds,
+            m.rotation_last_success.clone(),
+        );
+        r.register_with_unit(
+            "rotation_next_due_timestamp",
+            "When the rotation next falls due, as far as the daemon can tell (Unix time)",
+            Unit::Seconds,
+            m.rotation_next_due.clone(),
+        );
+        r.register(
+            "rotation_last_result",
+            "The rotation's last attempt: 1 for the result that holds (rotated, failed, pending, conflict)",
+            m.rotation_last_result.clone(),
+        );
+        r.register(
+            "rotations",
+            "Rotations whose new value was applied and stored",
+            m.rotations.clone(),
+        );
+        r.register(
+            "rotation_failures",
+            "Failed rotation attempts by stage: check, apply (nothing changed), store (the value is in use, not stored yet), conflict",
+            m.rotation_failures.clone(),
+        );
+        r.register(
+            "rotation_pending",
+            "1 while an applied value awaits its store in passbolt (it is kept in the recovery file)",
+            m.rotation_pending.clone(),
         );
         r.register(
             "agent_requests",
@@ -368,6 +470,105 @@ impl Metrics {
         }
     }
 
+    /// A rotation of the config: its counters exist from the start, at 0.
+    pub fn know_rotation(&self, resource: &str, field: &str) {
+        let label = rotation_label(resource, field);
+        drop(self.rotations.get_or_create(&label));
+        drop(self.rotation_pending.get_or_create(&label));
+        for stage in ROTATION_STAGES {
+            drop(self.rotation_failures.get_or_create(&RotationStageLabels {
+                resource: resource.into(),
+                field: field.into(),
+                stage: stage.into(),
+            }));
+        }
+    }
+
+    /// A rotation the config no longer has: its series go away.
+    pub fn forget_rotation(&self, resource: &str, field: &str) {
+        let label = rotation_label(resource, field);
+        self.rotation_last_success.remove(&label);
+        self.rotation_next_due.remove(&label);
+        self.rotations.remove(&label);
+        self.rotation_pending.remove(&label);
+        for stage in ROTATION_STAGES {
+            self.rotation_failures.remove(&RotationStageLabels {
+                resource: resource.into(),
+                field: field.into(),
+                stage: stage.into(),
+            });
+        }
+        for r in RotationResult::ALL {
+            self.rotation_last_result.remove(&RotationResultLabels {
+                resource: resource.into(),
+                field: field.into(),
+                result: r.as_str().into(),
+            });
+        }
+    }
+
+    /// When the rotation last stored a value, as recorded before a restart.
+    pub fn rotation_last_success(&self, resource: &str, field: &str, at: f64) {
+        self.rotation_last_success
+            .get_or_create(&rotation_label(resource, field))
+            .set(at);
+    }
+
+    /// When the rotation next falls due (`None`: unknown, the series goes).
+    pub fn rotation_next_due(&self, resource: &str, field: &str, at: Option<f64>) {
+        let label = rotation_label(resource, field);
+        match at {
+            Some(at) => {
+                self.rotation_next_due.get_or_create(&label).set(at);
+            }
+            None => {
+                self.rotation_next_due.remove(&label);
+            }
+        }
+    }
+
+    /// A rotation attempt ended with `result`; `stage` names where a
+    /// failure happened.
+    pub fn rotation_attempted(
+        &self,
+        resource: &str,
+        field: &str,
+        result: RotationResult,
+        stage: Option<&str>,
+    ) {
+        let label = rotation_label(resource, field);
+        for r in RotationResult::ALL {
+            self.rotation_last_result
+                .get_or_create(&RotationResultLabels {
+                    resource: resource.into(),
+                    field: field.into(),
+                    result: r.as_str().into(),
+                })
+                .set(i64::from(r == result));
+        }
+        self.rotation_pending
+            .get_or_create(&label)
+            .set(i64::from(matches!(
+                result,
+                RotationResult::Pending | RotationResult::Conflict
+            )));
+        if result == RotationResult::Rotated {
+            self.rotations.get_or_create(&label).inc();
+            self.rotation_last_success
+                .get_or_create(&label)
+                .set(unix_now());
+        }
+        if let Some(stage) = stage {
+            self.rotation_failures
+                .get_or_create(&RotationStageLabels {
+                    resource: resource.into(),
+                    field: field.into(),
+                    stage: stage.into(),
+                })
+                .inc();
+        }
+    }
+
     pub fn pass_done(&self, result: PassResult, seconds: f64) {
         self.passes
             .get_or_create(&ResultLabel {
@@ -468,6 +669,13 @@ pub struct ClientWork {
     pub refresh_outages: u64,
     pub secrets_downloaded: u64,
     pub private_key_operations: u64,
+}
+
+fn rotation_label(resource: &str, field: &str) -> RotationLabels {
+    RotationLabels {
+        resource: resource.into(),
+        field: field.into(),
+    }
 }
 
 fn unix_now() -> f64 {

@@ -1,7 +1,8 @@
 //! What runs for a long time: `run`, `exec`, the service they share
-//! (generations, reloads, retries), their setup from a config file,
-//! what they tell the outside (metrics, status file), the instance lock,
-//! and the local socket through which `get` and `env` use their session.
+//! (generations, reloads, retries), the rotations it drives, their setup
+//! from a config file, what they tell the outside (metrics, status file),
+//! the instance lock, and the local socket through which `get` and `env`
+//! use their session.
 //! Nothing here prints for a terminal or picks an exit status: that is `cli`.
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ pub mod local;
 pub mod lock;
 pub mod metrics;
 pub mod observe;
+pub mod rotation;
 pub mod run;
 pub mod service;
 pub mod setup;

@@ -1,8 +1,9 @@
-//! What the daemon tells the outside about itself: it feeds each pass and
-//! reload into the metrics and the per-target status, and after each pass
-//! rewrites the metrics textfile and the status file. The daemon calls in
-//! at three points (a pass begins, a pass ends, a reload); nothing here
-//! changes what a pass does.
+//! What the daemon tells the outside about itself: it feeds each pass,
+//! rotation and reload into the metrics and the per-target and
+//! per-rotation status, and after each rewrites the metrics textfile and
+//! the status file. The daemon calls in when a pass begins and ends, when
+//! a rotation is checked or ends, and on a reload; nothing here changes
+//! what a pass or a rotation does.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -13,13 +14,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::agent::metrics::{
-    self, ClientWork, HookRun, ListenError, Metrics, PassResult, TargetResult,
+    self, ClientWork, HookRun, ListenError, Metrics, PassResult, RotationResult, TargetResult,
 };
 use crate::agent::status::{self, StatusBook};
-use crate::config::Config;
+use crate::config::{Config, Rotate};
 use crate::runtime::schedule;
 use crate::sync::plan::Plan;
+use crate::sync::report::TargetReport;
 use crate::sync::report::{PassReport, Status};
+use crate::sync::rotate::{RotateError, Stage};
 use crate::sync::write::{self, WriteSpec};
 use passbolt_client::{Client, ClientError, Counters};
 
@@ -96,7 +99,7 @@ impl Observer {
             tracing::info!(listen = %bound, "serving /metrics, /healthz and /readyz");
             listen = Some(bound);
         }
-        Ok(Arc::new(Observer {
+        let observer = Observer {
             metrics,
             book,
             outputs: Mutex::new(Outputs::of(config, &host_id)),
@@ -104,7 +107,9 @@ impl Observer {
             configured_listen,
             host_id,
             failing: Mutex::new(HashSet::new()),
-        }))
+        };
+        observer.set_rotations(config);
+        Ok(Arc::new(observer))
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -176,22 +181,7 @@ impl Observer {
                         elapsed.as_secs_f64(),
                     );
                     for t in &report.targets {
-                        let (outcome, reason) = status::outcome(t);
-                        let changed = matches!(
-                            t.status,
-                            Status::Created | Status::Updated { .. } | Status::Removed
-                        );
-                        let hook_ran =
-                            changed && plan.target(&t.path).is_some_and(|p| p.on_change.is_some());
-                        let hook = match (&t.hook, hook_ran) {
-                            (Some(_), _) => HookRun::Failed,
-                            (None, true) => HookRun::Succeeded,
-                            (None, false) => HookRun::None,
-                        };
-                        let path = t.path.to_string_lossy();
-                        self.metrics.target_done(&path, outcome, changed, hook);
-                        if let Some(state) = book.get_mut(&t.path) {
-                            state.record(now, outcome, reason);
+                        if let Some(state) = self.book_target(&mut book, plan, t, now) {
                             state.next_tick = next(&t.path);
                         }
                     }
@@ -235,6 +225,134 @@ impl Observer {
         self.write_files().await;
     }
 
+    /// Books one target of a pass (or of a render outside one) in the
+    /// metrics and the status; returns its status entry.
+    fn book_target<'b>(
+        &self,
+        book: &'b mut StatusBook,
+        plan: &Plan,
+        t: &TargetReport,
+        now: DateTime<Utc>,
+    ) -> Option<&'b mut status::TargetState> {
+        let (outcome, reason) = status::outcome(t);
+        let changed = matches!(
+            t.status,
+            Status::Created | Status::Updated { .. } | Status::Removed
+        );
+        let hook_ran = changed && plan.target(&t.path).is_some_and(|p| p.on_change.is_some());
+        let hook = match (&t.hook, hook_ran) {
+            (Some(_), _) => HookRun::Failed,
+            (None, true) => HookRun::Succeeded,
+            (None, false) => HookRun::None,
+        };
+        self.metrics
+            .target_done(&t.path.to_string_lossy(), outcome, changed, hook);
+        let state = book.get_mut(&t.path)?;
+        state.record(now, outcome, reason);
+        Some(state)
+    }
+
+    /// Books targets written outside a pass (a rotated value put in use),
+    /// then rewrites the files.
+    pub async fn targets_rendered(&self, plan: &Plan, report: &PassReport) {
+        if report.targets.is_empty() {
+            return;
+        }
+        {
+            let mut book = self.book.lock().expect("not poisoned");
+            for t in &report.targets {
+                self.book_target(&mut book, plan, t, Utc::now());
+            }
+        }
+        self.write_files().await;
+    }
+
+    /// The config's rotations: the state of those that stay is kept, the
+    /// series of removed ones go.
+    fn set_rotations(&self, config: &Config) {
+        let keys: Vec<(String, String)> = config
+            .rotate
+            .iter()
+            .map(|r| (r.resource.clone(), r.field.to_string()))
+            .collect();
+        let gone = self.book.lock().expect("not poisoned").set_rotations(keys);
+        for (id, field) in gone {
+            self.metrics.forget_rotation(&id, &field);
+        }
+        for r in &config.rotate {
+            self.metrics
+                .know_rotation(&r.resource, &r.field.to_string());
+        }
+    }
+
+    /// This host's last rotation of `r` as recorded before the start.
+    pub fn rotation_recorded(&self, r: &Rotate, at: DateTime<Utc>) {
+        let field = r.field.to_string();
+        self.metrics
+            .rotation_last_success(&r.resource, &field, at.timestamp() as f64);
+        if let Some(s) = self
+            .book
+            .lock()
+            .expect("not poisoned")
+            .rotation_mut(&r.resource, &field)
+        {
+            s.last_success = s.last_success.max(Some(at));
+        }
+    }
+
+    /// When `r` next falls due, as a check found it (not due now).
+    pub async fn rotation_due_at(&self, r: &Rotate, next: Option<DateTime<Utc>>) {
+        let field = r.field.to_string();
+        self.metrics.rotation_next_due(
+            &r.resource,
+            &field,
+            next.map(|t| t.timestamp_millis() as f64 / 1000.0),
+        );
+        let changed = {
+            let mut book = self.book.lock().expect("not poisoned");
+            match book.rotation_mut(&r.resource, &field) {
+                Some(s) if s.next_due != next => {
+                    s.next_due = next;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.write_files().await;
+        }
+    }
+
+    /// An attempt at `r` ended with `result`; `error` says why it did not
+    /// rotate.
+    pub async fn rotation_ended(
+        &self,
+        r: &Rotate,
+        result: RotationResult,
+        error: Option<&RotateError>,
+    ) {
+        let field = r.field.to_string();
+        self.metrics.rotation_attempted(
+            &r.resource,
+            &field,
+            result,
+            error.map(|e| match (result, e.stage()) {
+                // A value in use whose store failed, whatever the error.
+                (RotationResult::Pending, Stage::Check) => "store",
+                (_, stage) => stage.as_str(),
+            }),
+        );
+        if let Some(s) = self
+            .book
+            .lock()
+            .expect("not poisoned")
+            .rotation_mut(&r.resource, &field)
+        {
+            s.record(Utc::now(), result, error.map(status::rotation_reason));
+        }
+        self.write_files().await;
+    }
+
     /// Books a config reload. An applied one brings in the new targets
     /// (not tried yet), forgets the removed ones and the new file paths.
     pub async fn reloaded(&self, reload: Reload<'_>) {
@@ -260,6 +378,7 @@ impl Observer {
         for t in &config.targets {
             self.metrics.know_target(&t.path.to_string_lossy());
         }
+        self.set_rotations(config);
         *self.outputs.lock().expect("not poisoned") = Outputs::of(config, &self.host_id);
         self.write_files().await;
     }

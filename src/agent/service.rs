@@ -19,6 +19,7 @@ use tokio::sync::{Notify, RwLock, watch};
 
 use crate::agent::AgentError;
 use crate::agent::observe::{Observer, Reload};
+use crate::agent::rotation;
 use crate::agent::setup::{self, parse};
 use crate::config::Config;
 use crate::runtime::backoff::{Backoff, DEFAULT_INITIAL, DEFAULT_MAX, Health, Transition};
@@ -65,6 +66,8 @@ pub struct Service {
     observer: Arc<Observer>,
     /// The state directory's file for this config, when there is one.
     state: Mutex<Option<state::Store>>,
+    /// What the rotations know between checks.
+    rotation_runs: tokio::sync::Mutex<rotation::Runs>,
     /// SHA-256 of the config file bytes last parsed without error: the
     /// local socket answers only peers that read the same.
     config_digest: Mutex<String>,
@@ -207,7 +210,7 @@ impl Service {
 /// tests recover in well under a second instead of up to five minutes.
 const TEST_BACKOFF_ENV: &str = "PASSBOLT_SYNC_TEST_BACKOFF";
 
-fn backoff_bounds() -> (Duration, Duration) {
+pub(crate) fn backoff_bounds() -> (Duration, Duration) {
     let parsed = std::env::var(TEST_BACKOFF_ENV).ok().and_then(|v| {
         let (a, b) = v.split_once(' ')?;
         Some((
@@ -318,6 +321,10 @@ impl Schedules {
                 .1
                 .push(path.to_path_buf());
         }
+        if !plan.rotations.is_empty() {
+            tracing::info!(schedule = %plan.rotation_schedule, rotations = plan.rotations.len(), "rotations checked");
+            rotation::spawn(service, plan.rotation_schedule.clone(), stop.subscribe());
+        }
         for (_, (schedule, paths)) in groups {
             tracing::info!(schedule = %schedule, targets = paths.len(), "scheduled");
             let service = service.clone();
@@ -365,7 +372,7 @@ impl Service {
         let observer = Observer::start(&config).await?;
         let client = setup::connect(&config).await?;
         let (shutdown, _) = watch::channel(false);
-        Ok(Arc::new(Service {
+        let service = Arc::new(Service {
             path: path.to_path_buf(),
             current: RwLock::new(Generation {
                 config: Arc::new(config),
@@ -381,8 +388,30 @@ impl Service {
             env: watch::channel(None).0,
             observer,
             state: Mutex::new(None),
+            rotation_runs: tokio::sync::Mutex::new(rotation::Runs::default()),
             config_digest: Mutex::new(state::sha256_hex(bytes)),
-        }))
+        });
+        rotation::load(&service).await;
+        Ok(service)
+    }
+
+    /// What passes hold between them (and serializes them); a rotation
+    /// takes it to put a new value in use.
+    pub(crate) fn held(&self) -> &tokio::sync::Mutex<Held> {
+        &self.pass_lock
+    }
+
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// Changes to `true` when the service stops.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub(crate) fn rotation_runs(&self) -> &tokio::sync::Mutex<rotation::Runs> {
+        &self.rotation_runs
     }
 
     /// The config file, as `run` or `exec` was given it.

@@ -108,9 +108,25 @@ pub fn plan(config: &Config) -> Result<Plan, SetupError> {
 pub fn parse(path: &Path, bytes: &[u8], with_env: bool) -> Result<(Config, Plan), SetupError> {
     let text = String::from_utf8_lossy(bytes);
     let config = Config::parse(&text, path)?;
+    if let Some(message) = rotation_without_state_dir(&config) {
+        return Err(ConfigError::InvalidNoPosition {
+            path: path.to_path_buf(),
+            message,
+        }
+        .into());
+    }
     let mut plan = plan(&config)?;
     if !with_env {
         plan.exec_env = None;
     }
     Ok((config, plan))
+}
+
+/// Rotations keep their recovery files in the state directory: without
+/// one, a crash between `apply` and the store would lose the value.
+pub fn rotation_without_state_dir(config: &Config) -> Option<String> {
+    (!config.rotate.is_empty() && crate::sync::state::dir(config.state_dir.as_deref()).is_none())
+        .then(|| {
+            "rotate: rotations need a state directory for their recovery files: set `state_dir`, or run under the shipped unit (StateDirectory=, which sets $STATE_DIRECTORY)".to_string()
+        })
 }

@@ -1,5 +1,5 @@
-//! Each target's state as the daemon last saw it, the status file that
-//! carries it to `passbolt-sync status`, and readiness.
+//! Each target's and each rotation's state as the daemon last saw it, the
+//! status file that carries it to `passbolt-sync status`, and readiness.
 //!
 //! The file is JSON, replaced atomically after every pass, mode 0644: it
 //! holds paths, times and one-line reasons, never a secret, a resource name
@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::metrics::TargetResult;
+use crate::agent::metrics::{RotationResult, TargetResult};
 use crate::sync::render::RenderError;
 use crate::sync::report::{Status, TargetError, TargetReport};
+use crate::sync::rotate::{RotateError, RotateErrorKind};
 use crate::sync::write::{self, WriteError, WriteSpec};
 use passbolt_client::ClientError;
 use passbolt_client::secret::FieldError;
+use passbolt_client::write::WriteError as ClientWriteError;
 
 /// Where `status` looks when neither the config nor `$RUNTIME_DIRECTORY`
 /// names a status file: the unit's `RuntimeDirectory=passbolt-sync`.
@@ -76,6 +78,51 @@ impl TargetState {
     }
 }
 
+/// One rotation as the status file has it: ids and times, never a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotationState {
+    pub resource_id: String,
+    /// The field as the config names it.
+    pub field: String,
+    /// When it last stored a new value.
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// `None` until it was first attempted.
+    pub last_result: Option<RotationResult>,
+    /// Why the last attempt did not end `rotated`, in one line.
+    pub reason: Option<String>,
+    /// When it next falls due, as far as the daemon can tell.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+impl RotationState {
+    pub fn new(resource_id: &str, field: &str) -> RotationState {
+        RotationState {
+            resource_id: resource_id.to_string(),
+            field: field.to_string(),
+            last_success: None,
+            last_attempt: None,
+            last_result: None,
+            reason: None,
+            next_due: None,
+        }
+    }
+
+    /// Nothing to look into: never attempted, or its last attempt rotated.
+    pub fn is_ok(&self) -> bool {
+        matches!(self.last_result, None | Some(RotationResult::Rotated))
+    }
+
+    pub fn record(&mut self, at: DateTime<Utc>, result: RotationResult, reason: Option<String>) {
+        self.last_attempt = Some(at);
+        self.last_result = Some(result);
+        self.reason = reason;
+        if result == RotationResult::Rotated {
+            self.last_success = Some(at);
+        }
+    }
+}
+
 /// The whole status file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -85,13 +132,17 @@ pub struct StatusReport {
     /// The first complete sync is done.
     pub first_sync_done: bool,
     pub targets: Vec<TargetState>,
+    /// Absent from files written before rotations existed.
+    #[serde(default)]
+    pub rotations: Vec<RotationState>,
 }
 
-/// The daemon's per-target state, in config order.
+/// The daemon's per-target and per-rotation state, in config order.
 #[derive(Debug, Default)]
 pub struct StatusBook {
     pub first_sync_done: bool,
     pub targets: Vec<TargetState>,
+    pub rotations: Vec<RotationState>,
 }
 
 impl StatusBook {
@@ -114,6 +165,29 @@ impl StatusBook {
             self.targets.push(state);
         }
         old.into_iter().map(|s| s.path).collect()
+    }
+
+    /// Keeps the state of rotations that stay, adds new ones, drops the
+    /// others; returns the dropped (resource id, field) pairs.
+    pub fn set_rotations(&mut self, rotations: Vec<(String, String)>) -> Vec<(String, String)> {
+        let mut old = std::mem::take(&mut self.rotations);
+        for (id, field) in rotations {
+            let state = match old
+                .iter()
+                .position(|s| s.resource_id == id && s.field == field)
+            {
+                Some(i) => old.swap_remove(i),
+                None => RotationState::new(&id, &field),
+            };
+            self.rotations.push(state);
+        }
+        old.into_iter().map(|s| (s.resource_id, s.field)).collect()
+    }
+
+    pub fn rotation_mut(&mut self, id: &str, field: &str) -> Option<&mut RotationState> {
+        self.rotations
+            .iter_mut()
+            .find(|s| s.resource_id == id && s.field == field)
     }
 
     pub fn get_mut(&mut self, path: &Path) -> Option<&mut TargetState> {
@@ -155,8 +229,33 @@ impl StatusBook {
             pid: std::process::id(),
             first_sync_done: self.first_sync_done,
             targets: self.targets.clone(),
+            rotations: self.rotations.clone(),
         }
     }
+}
+
+/// A failed rotation in one line, with ids but without the resource names
+/// and usernames some client errors quote.
+pub fn rotation_reason(e: &RotateError) -> String {
+    let text = match &e.kind {
+        RotateErrorKind::Write(w) => match w {
+            ClientWriteError::RecipientKey { id, .. }
+            | ClientWriteError::FingerprintMismatch { id, .. } => {
+                format!(
+                    "resource {id}: the key of a user with access cannot receive the secret (the daemon's log names the user)"
+                )
+            }
+            ClientWriteError::Verify { id, .. } => format!(
+                "resource {id}: the server accepted the write, but reading it back differs (the daemon's log has the details)"
+            ),
+            ClientWriteError::NotARecipient { id } => {
+                format!("resource {id}: the server's list of users with access lacks this account")
+            }
+            _ => "the write was refused (the daemon's log has the details)".into(),
+        },
+        other => other.to_string(),
+    };
+    one_line(&text)
 }
 
 /// A target's result in a pass and, unless current, why.

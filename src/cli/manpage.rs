@@ -90,7 +90,7 @@ fn extra_sections() -> Roff {
         ),
         (
             "3",
-            "status: there is no status file to read (the daemon has not written one, or status_file is off).",
+            "status: there is no status file to read (the daemon has not written one, or status_file is off). status exits 1 when a target is not current or a rotation's last attempt did not end rotated.",
         ),
         (
             "set, create",
@@ -141,6 +141,14 @@ fn extra_sections() -> Roff {
             "Set for on_change hooks: the target whose file changed. Hooks get the daemon's environment without the variable named by auth.passphrase_env, which is also removed from the daemon's own environment once read.",
         ),
         (
+            "PASSBOLT_SYNC_RESOURCE_ID, PASSBOLT_SYNC_FIELD",
+            "Set for a rotation's apply command: what it rotates. The old and the new value come on its stdin as one JSON line, never in its environment.",
+        ),
+        (
+            "STATE_DIRECTORY",
+            "Set by systemd for StateDirectory=: the state directory when the config has no state_dir.",
+        ),
+        (
             "NOTIFY_SOCKET, WATCHDOG_USEC",
             "Set by systemd for Type=notify and WatchdogSec=: READY=1 after the first complete sync, watchdog pings while no pass is stuck.",
         ),
@@ -162,6 +170,10 @@ fn extra_sections() -> Roff {
         (
             "/run/passbolt-sync/",
             "The runtime directory of the service: status.json (the last pass of every target, for passbolt-sync status) and the lock that keeps a second daemon off the same config.",
+        ),
+        (
+            "/var/lib/passbolt-sync/",
+            "The state directory of the service (0700): targets-*.json (what each target holds, for warm restarts; never a value), rotated-*.json (when each rotation last stored a value) and, only between a rotation's apply and its store, rotation-<id>-<field>.json (0600: the old and the new value, so that a crash loses nothing; removed once stored).",
         ),
         (
             "/lib/systemd/system/passbolt-sync.service",

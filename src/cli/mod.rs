@@ -179,6 +179,8 @@ pub enum LocalProblem {
         "target {target}: the directory {dir} does not exist; create it, or set create_dirs: true"
     )]
     TargetDir { target: PathBuf, dir: PathBuf },
+    #[error("{0}")]
+    StateDir(String),
 }
 
 /// The key file and the passphrase can be read (the key parses; it is not
@@ -204,6 +206,9 @@ pub fn local_problems(config: &Config) -> Vec<LocalProblem> {
     }
     if let Err(e) = config.auth.read_totp_secret() {
         problems.push(LocalProblem::Credential(e));
+    }
+    if let Some(message) = setup::rotation_without_state_dir(config) {
+        problems.push(LocalProblem::StateDir(message));
     }
     for t in &config.targets {
         let dir = match t.path.parent() {
@@ -262,6 +267,24 @@ pub async fn check(
                 .unwrap_or_default(),
             e.on_change,
             config.exec_schedule()
+        )
+        .map_err(w)?;
+    }
+    for r in &config.rotate {
+        let when: Vec<String> = r
+            .every
+            .map(|e| format!("every {}", humantime::format_duration(e)))
+            .into_iter()
+            .chain(r.when_expired.then(|| "when expired".to_string()))
+            .collect();
+        writeln!(
+            out,
+            "  rotate {} of resource {}: {}, apply {} (timeout {})",
+            r.field,
+            r.resource,
+            when.join(" and "),
+            r.apply.command.program(),
+            humantime::format_duration(r.apply.timeout)
         )
         .map_err(w)?;
     }
@@ -424,6 +447,14 @@ pub async fn once_with_state(
         tracing::warn!(error = %e, "sync state not saved; the next run is cold");
     }
     print_report(&report, out).map_err(|e| AppError::Other(format!("cannot write output: {e}")))?;
+    if dry_run {
+        print_rotations(config, &client, out).await?;
+    } else if !config.rotate.is_empty() {
+        tracing::info!(
+            rotations = config.rotate.len(),
+            "rotations run in the daemon only: `once` rotates nothing (`once --dry-run` shows when each is due)"
+        );
+    }
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         listing = if report.full_listing {
@@ -441,6 +472,52 @@ pub async fn once_with_state(
     );
     let _ = client.logout().await;
     Ok(report.all_current())
+}
+
+/// `--dry-run`'s lines for the rotations: what each would do now, from
+/// the server's stamps and the state directory; nothing is changed.
+async fn print_rotations(
+    config: &Config,
+    client: &Client,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    use sync::rotate::{self, Preview, history::History, recovery::Recovery};
+    let w = |e: std::io::Error| AppError::Other(format!("cannot write output: {e}"));
+    let dir = sync::state::dir(config.state_dir.as_deref());
+    let (server, user) = (&config.server.url, &config.auth.user_id);
+    let recovery = dir.as_ref().map(|d| Recovery::new(d, server, user));
+    let last = dir
+        .as_ref()
+        .map(|d| History::new(d, server, user).load())
+        .unwrap_or_default();
+    let when = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    for r in &config.rotate {
+        let what = format!("{} of resource {}", r.field, r.resource);
+        let line = match rotate::preview(client, r, recovery.as_ref(), last.get(&r.key()).copied())
+            .await
+        {
+            Ok(Preview::Pending { phase, since }) => format!(
+                "{what}: a value rotated {} awaits its store ({}; recovery file {})",
+                when(since),
+                match phase {
+                    rotate::recovery::Phase::Applying => "apply runs again first",
+                    rotate::recovery::Phase::Applied => "applied",
+                },
+                recovery
+                    .as_ref()
+                    .map(|rec| rec.path(r).display().to_string())
+                    .unwrap_or_default()
+            ),
+            Ok(Preview::Due(reason)) => format!("{what}: due now ({reason})"),
+            Ok(Preview::NotDue(Some(next))) => format!("{what}: next due {}", when(next)),
+            Ok(Preview::NotDue(None)) => {
+                format!("{what}: due when passbolt marks the password expired (not marked)")
+            }
+            Err(e) => format!("{what}: cannot tell: {}", e.kind),
+        };
+        writeln!(out, "rotate     {line}").map_err(w)?;
+    }
+    Ok(())
 }
 
 /// Loads a config, for the binary.

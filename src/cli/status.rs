@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
-use crate::agent::status::{StatusError, StatusReport, TargetState, file_for, read_file};
+use crate::agent::status::{
+    RotationState, StatusError, StatusReport, TargetState, file_for, read_file,
+};
 
 /// `passbolt-sync status`: reads the status file and prints it.
 pub fn command(
@@ -106,8 +108,67 @@ pub fn print(report: &StatusReport, out: &mut dyn Write) -> std::io::Result<bool
     for row in &rows {
         line([&row[0], &row[1], &row[2], &row[3], &row[4]], out)?;
     }
+    if !report.rotations.is_empty() {
+        writeln!(out)?;
+        print_rotations(&report.rotations, out)?;
+    }
     let current = report.first_sync_done
         && alive != Some(false)
-        && report.targets.iter().all(TargetState::is_current);
+        && report.targets.iter().all(TargetState::is_current)
+        && report.rotations.iter().all(RotationState::is_ok);
     Ok(current)
+}
+
+/// The rotations as a second table: ids and fields, times, results.
+fn print_rotations(rotations: &[RotationState], out: &mut dyn Write) -> std::io::Result<()> {
+    let header = [
+        "ROTATION",
+        "LAST SUCCESS (UTC)",
+        "NEXT DUE (UTC)",
+        "LAST RESULT",
+    ];
+    let rows: Vec<[String; 4]> = rotations
+        .iter()
+        .map(|r| {
+            let result = match (r.last_result, &r.reason) {
+                (None, _) => "not attempted yet".to_string(),
+                (Some(res), None) => res.as_str().to_string(),
+                (Some(res), Some(why)) => format!("{}: {why}", res.as_str()),
+            };
+            let next = match r.next_due {
+                Some(t) => when(Some(t)),
+                None => "unknown".into(),
+            };
+            [
+                format!("{}/{}", r.resource_id, r.field),
+                when(r.last_success),
+                next,
+                result,
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 4], out: &mut dyn Write| -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+        )
+    };
+    line(header, out)?;
+    for row in &rows {
+        line([&row[0], &row[1], &row[2], &row[3]], out)?;
+    }
+    Ok(())
 }

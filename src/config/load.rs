@@ -95,6 +95,14 @@ impl Config {
                     .into(),
             ));
         }
+        let mut rotated = std::collections::HashSet::new();
+        for r in &self.rotate {
+            if !rotated.insert(r.key()) {
+                return Err(invalid(format!(
+                    "rotate: the {r} appears twice; one entry per resource and field"
+                )));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for t in &self.targets {
             if t.path == Path::new(values::EXEC_ENV_KEY) {

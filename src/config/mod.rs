@@ -10,6 +10,7 @@
 mod checks;
 mod credentials;
 mod load;
+mod rotate;
 mod schema;
 pub mod values;
 
@@ -57,4 +58,5 @@ pub enum ConfigError {
 
 pub use checks::{check_url, normalize_folder};
 pub use credentials::{expand, strip_line_end};
+pub use rotate::*;
 pub use schema::*;

@@ -51,6 +51,10 @@ pub struct Config {
     /// What `passbolt-sync exec` gives its child, and how it treats it.
     #[serde(default)]
     pub exec: Option<Exec>,
+    /// Secrets the daemon rotates: a new value, applied by a command,
+    /// then stored in passbolt.
+    #[serde(default)]
+    pub rotate: Vec<Rotate>,
     /// The daemon's local socket, through which `get` and `env` use its
     /// session.
     #[serde(default, deserialize_with = "de_agent")]

@@ -17,10 +17,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::config::Field;
 use crate::sync::scope::{Outcome, Scope};
 use crate::sync::state::{Record, RecordedScope};
-use passbolt_client::FetchedSecret;
-use passbolt_client::secret::{Resource, SecretFields};
+use passbolt_client::secret::{Resource, Secret, SecretFields};
+use passbolt_client::{FetchedSecret, Listing};
 
 /// How much older than the server's clock a `modified` stamp must be for
 /// no further edit to be able to share it.
@@ -47,6 +48,15 @@ pub struct Held {
     /// start (a target whose file and stamps match is current without a
     /// download), brought up to date by every pass.
     records: BTreeMap<PathBuf, Record>,
+    /// The listed rows (metadata, never a secret) of the resources the
+    /// targets used in their last pass: what a render without the server
+    /// resolves against.
+    rows: HashMap<String, Resource>,
+    /// Values a rotation applied that passbolt does not hold yet, by
+    /// resource id and field: they win over what is downloaded until
+    /// they are stored. `clear` keeps them: they are in use, and only
+    /// their store (or the operator) ends them.
+    pending: HashMap<(String, Field), Secret>,
 }
 
 impl std::fmt::Debug for Held {
@@ -54,6 +64,7 @@ impl std::fmt::Debug for Held {
         f.debug_struct("Held")
             .field("secrets", &self.secrets.len())
             .field("targets", &self.used_by.len())
+            .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +101,7 @@ impl Held {
         self.full_sync.clear();
         self.scope.clear();
         self.records.clear();
+        self.rows.clear();
         self.identity = None;
     }
 
@@ -279,6 +291,68 @@ impl Held {
         self.used_by.insert(target.to_path_buf(), ids);
     }
 
+    /// The targets whose last pass read the secret of `id`.
+    pub fn targets_using(&self, id: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self
+            .used_by
+            .iter()
+            .filter(|(_, ids)| ids.contains(id))
+            .map(|(p, _)| p.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Keeps the listed rows of `ids`, for a render without the server.
+    pub fn keep_rows<'a>(&mut self, listing: &Listing, ids: impl IntoIterator<Item = &'a String>) {
+        for id in ids {
+            if let Some(r) = listing.get(id) {
+                self.rows.insert(id.clone(), r.clone());
+            }
+        }
+    }
+
+    /// The kept rows as a listing (without a server time: nothing
+    /// rendered from it is recorded as settled).
+    pub fn kept_listing(&self) -> Listing {
+        let mut rows: Vec<Resource> = self.rows.values().cloned().collect();
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        Listing::from_resources(rows, None)
+    }
+
+    /// A rotated value in use that passbolt does not hold yet.
+    pub fn set_pending(&mut self, id: &str, field: &Field, value: Secret) {
+        self.pending.insert((id.to_string(), field.clone()), value);
+    }
+
+    /// The pending value of `field` of `id`, if any.
+    pub fn pending(&self, id: &str, field: &Field) -> Option<&Secret> {
+        self.pending.get(&(id.to_string(), field.clone()))
+    }
+
+    /// The value is stored (or given up by the operator): what passbolt
+    /// holds is the truth again. The held secret is dropped, so that the
+    /// next pass downloads it.
+    pub fn end_pending(&mut self, id: &str, field: &Field) {
+        if self
+            .pending
+            .remove(&(id.to_string(), field.clone()))
+            .is_some()
+        {
+            self.secrets.remove(id);
+            // Files written from the value hold what no stamp vouches for.
+            for path in self.targets_using(id) {
+                self.records.remove(&path);
+            }
+        }
+    }
+
+    /// Whether some field of `id` has a pending value: content made from
+    /// it is not what the server's stamps vouch for, so it is not recorded.
+    pub fn has_pending(&self, id: &str) -> bool {
+        self.pending.keys().any(|(p, _)| p == id)
+    }
+
     /// Keeps only what the targets at `paths` use: after a config reload
     /// removed targets, their secrets are no longer held.
     pub fn retain_targets(&mut self, paths: &[&Path]) {
@@ -288,6 +362,7 @@ impl Held {
         self.records.retain(|p, _| paths.contains(&p.as_path()));
         let used: BTreeSet<&String> = self.used_by.values().flatten().collect();
         self.secrets.retain(|id, _| used.contains(id));
+        self.rows.retain(|id, _| used.contains(id));
     }
 
     /// Whether `target`'s full sync is due (see `full_sync_due`), without

@@ -232,6 +232,10 @@ struct Secrets<'a> {
 impl Secrets<'_> {
     /// `field` of `r`, for target `target`.
     fn value(&self, target: &Path, r: &Resource, field: &Field) -> Result<Secret, TargetError> {
+        // A rotated value in use wins over passbolt's until it is stored.
+        if let Some(v) = self.held.pending(&r.id, field) {
+            return Ok(v.clone());
+        }
         let secret = if field.is_secret() {
             Some(self.secret(target, &r.id)?)
         } else {
@@ -622,6 +626,11 @@ pub async fn run_pass(
     };
     let mut uses: Vec<(PathBuf, BTreeSet<String>, bool)> = Vec::new();
     let mut records: Vec<(PathBuf, Option<state::Record>)> = Vec::new();
+    // What a render without the server needs of this listing.
+    let mut deps: BTreeSet<String> = resolved.iter().flat_map(|d| d.deps.clone()).collect();
+    if let Some(Ok(needs)) = env.as_ref().map(|e| &e.needs) {
+        deps.extend(needs.iter().map(|n| n.id.clone()));
+    }
     {
         let secrets = Secrets {
             held,
@@ -652,7 +661,9 @@ pub async fn run_pass(
                         | Status::Unchanged
                         | Status::MetadataFixed,
                         Some(digest),
-                    ) => new_record(d.target, &listing, &d.deps, digest),
+                    ) if !d.deps.iter().any(|id| secrets.held.has_pending(id)) => {
+                        new_record(d.target, &listing, &d.deps, digest)
+                    }
                     _ => None,
                 };
                 records.push((path, record));
@@ -678,6 +689,7 @@ pub async fn run_pass(
     for (path, record) in records {
         held.set_record(&path, record);
     }
+    held.keep_rows(&listing, &deps);
     for (path, read, full_sync) in uses {
         held.record_use(&path, read);
         if full_sync {
@@ -690,6 +702,47 @@ pub async fn run_pass(
     }
     report.cost = client.counters() - before;
     Ok(report)
+}
+
+/// Renders and writes, without the server, the targets whose last pass
+/// read the secret of `id`: from the rows and secrets held (pending
+/// rotated values included). A target that cannot be rendered so (a
+/// secret not held, a name that no longer resolves among the kept rows)
+/// is left as it is for the next pass: nothing here applies `on_missing`.
+pub async fn render_held(plan: &Plan, held: &mut Held, id: &str) -> PassReport {
+    let listing = held.kept_listing();
+    let empty = HashMap::new();
+    let failed = HashMap::new();
+    let mut report = PassReport::default();
+    let mut rendered = Vec::new();
+    for path in held.targets_using(id) {
+        let Some(t) = plan.target(&path) else {
+            continue;
+        };
+        let resolved = match &t.output {
+            Output::Template(file) => file.current(t.path()).map(Resolved::Template),
+            _ => requirements(&listing, t).map(Resolved::Values),
+        };
+        let secrets = Secrets {
+            held,
+            missing: &empty,
+            failed: &failed,
+        };
+        match render(&listing, &secrets, t, resolved).0 {
+            Ok(content) => rendered.push((t, content)),
+            Err(e) => {
+                tracing::debug!(target_path = %path.display(), error = %e, "not rendered without the server; the next pass renders it");
+            }
+        }
+    }
+    for (t, content) in rendered {
+        // Its content no longer matches the recorded stamps.
+        held.set_record(t.path(), None);
+        report
+            .targets
+            .push(apply(t, Ok(content), PassOptions::default()).await);
+    }
+    report
 }
 
 /// What a target selects before any listing.

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{
-    Config, Dialect, EXEC_ENV_KEY, Field, Format, HookCommand, OnMissing, Source, Target, VarSpec,
+    Config, Dialect, EXEC_ENV_KEY, Field, Format, HookCommand, OnMissing, Rotate, Source, Target,
+    VarSpec,
 };
 use crate::runtime::schedule::Schedule;
 use crate::sync::render::Template;
@@ -30,6 +31,10 @@ pub struct Plan {
     pub full_sync_every: Option<Duration>,
     /// The variables of the `exec:` section, when the config has one.
     pub exec_env: Option<PlannedEnv>,
+    /// The `rotate:` entries, checked at each tick of `rotation_schedule`
+    /// (the config's global schedule) and when one falls due.
+    pub rotations: Vec<Rotate>,
+    pub rotation_schedule: Schedule,
 }
 
 /// The exec environment: resolved and rendered by every pass it is due
@@ -174,6 +179,8 @@ impl Plan {
             targets,
             full_sync_every: config.full_sync_every.filter(|d| !d.is_zero()),
             exec_env,
+            rotations: config.rotate.clone(),
+            rotation_schedule: config.exec_schedule(),
         })
     }
 

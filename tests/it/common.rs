@@ -93,6 +93,22 @@ pub fn known_secrets(server: &DevServer, who: &Fixture) -> Vec<String> {
     secrets
 }
 
+/// The password of resource `id` as `who` decrypts it with their own key.
+pub async fn password_of(server: &DevServer, who: &'static str, id: &str) -> String {
+    client(server, &fixture(who))
+        .fetch_secrets(&[id.to_string()])
+        .await
+        .unwrap()
+        .remove(id)
+        .unwrap()
+        .fields
+        .unwrap()
+        .password
+        .unwrap()
+        .expose()
+        .to_string()
+}
+
 /// Changes the PIN of the v5 pin-code resource, as a user editing it would.
 pub fn set_pin(server: &DevServer, pin: &str) {
     server

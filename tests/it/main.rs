@@ -31,6 +31,7 @@ mod no_secret_in_errors;
 mod no_secret_in_logs;
 mod package;
 mod props;
+mod rotate;
 mod schedule_driver;
 mod schedule_parse;
 mod scoped;

@@ -4,24 +4,9 @@
 
 use crate::common;
 
-use common::{cli, client, devserver, fixture, write_config};
+use common::{cli, devserver, fixture, password_of, write_config};
 use passbolt_client::generate;
-use passbolt_devserver::{DevServer, Options, READ, seed::ids};
-
-async fn password_of(server: &DevServer, who: &'static str, id: &str) -> String {
-    client(server, &fixture(who))
-        .fetch_secrets(&[id.to_string()])
-        .await
-        .unwrap()
-        .remove(id)
-        .unwrap()
-        .fields
-        .unwrap()
-        .password
-        .unwrap()
-        .expose()
-        .to_string()
-}
+use passbolt_devserver::{Options, READ, seed::ids};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn set_generate_follows_the_policy_reaches_every_user_and_never_logs_the_value() {

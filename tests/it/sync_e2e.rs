@@ -562,6 +562,10 @@ async fn the_example_config_is_valid() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("valid, 5 target(s)"), "{stdout}");
     assert!(stdout.contains("30 3 * * * (UTC)"), "{stdout}");
+    assert!(
+        stdout.contains("rotate password of resource 9f1c5d3e-6a0b-4b7e-8f2a-1c3d5e7f9a0b: every 30days and when expired, apply /usr/local/sbin/rotate-db-password (timeout 30s)"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod mfa;
 pub mod model;
 pub mod pgp;
+pub mod revisions;
 pub mod secret;
 pub mod session;
 mod tls;
@@ -235,6 +236,12 @@ pub struct Listing {
 }
 
 impl Listing {
+    /// A listing of resources already decoded, e.g. kept from earlier
+    /// listings to render from while the server cannot be reached.
+    pub fn from_resources(resources: Vec<Resource>, servertime: Option<i64>) -> Listing {
+        Listing::new(resources, Vec::new(), servertime)
+    }
+
     fn new(
         resources: Vec<Resource>,
         failures: Vec<DecodeError>,

@@ -11,12 +11,14 @@
 //! It is a development tool: state lives in memory and nothing is durable.
 
 mod clock;
+mod expiry;
 pub mod fixtures;
 mod handlers;
 mod jwt;
 mod kit;
 mod metadata_keys;
 mod query;
+mod revisions;
 pub mod seed;
 mod store;
 mod tls;
@@ -258,6 +260,7 @@ pub(crate) struct RefreshRow {
 }
 
 /// One reader's copy of a secret.
+#[derive(Clone, Debug)]
 pub(crate) struct StoredSecret {
     pub id: String,
     /// Armored, encrypted to the reader's key.
@@ -308,11 +311,14 @@ pub(crate) struct StoredResource {
     /// By reader user id.
     pub secrets: HashMap<String, StoredSecret>,
     pub permissions: Vec<StoredPermission>,
-    /// Password expiry mark, as the client last set it.
+    /// Password expiry mark, as the client last set it (or automatic
+    /// expiry, when its setting is on and a reader lost access).
     pub expired: Option<String>,
     pub created: String,
     pub modified: String,
     pub modified_by: Option<String>,
+    /// The revision `secrets` belong to, and the past ones.
+    pub revisions: revisions::Revisions,
 }
 
 pub(crate) struct StoredFolder {
@@ -335,6 +341,12 @@ pub(crate) struct Data {
     pub metadata_types_settings: serde_json::Value,
     /// `/metadata/keys/settings.json`'s body.
     pub metadata_keys_settings: serde_json::Value,
+    /// `/secret-revisions/settings.json`'s body: `max_revisions` decides
+    /// how many past revisions keep their secrets.
+    pub secret_revisions_settings: serde_json::Value,
+    /// `/password-expiry/settings.json`'s body: `automatic_expiry` marks a
+    /// resource expired when a reader who saw its secret loses access.
+    pub password_expiry_settings: serde_json::Value,
     /// Oldest first; the newest one that has not expired is current.
     pub metadata_keys: Vec<MetadataKey>,
     /// Accounts the metadata keys are kept from, as in zero-knowledge mode
@@ -874,7 +886,8 @@ impl DevServer {
     }
 
     /// Takes a user's access to a resource away (its secret for them too).
-    /// As on the real server, `modified` stays.
+    /// As on the real server, `modified` stays; with automatic expiry on,
+    /// the resource is marked expired if they had read its secret.
     pub fn revoke(&self, id: &str, user_id: &str) {
         let mut data = self.state.data();
         if let Some(r) = data.resources.get_mut(id) {
@@ -882,6 +895,8 @@ impl DevServer {
             r.secrets.remove(user_id);
             r.permissions
                 .retain(|p| p.aro != Aro::User(user_id.to_string()));
+            let now = self.state.clock.now();
+            expiry::after_access_lost(&mut data, id, &[user_id.to_string()], now);
         }
     }
 
@@ -992,6 +1007,20 @@ impl DevServer {
     /// The body of `/metadata/types/settings.json`.
     pub fn set_metadata_types_settings(&self, settings: serde_json::Value) {
         self.state.data().metadata_types_settings = settings;
+    }
+
+    /// The body of `/secret-revisions/settings.json`, as an administrator
+    /// sets it: `max_revisions` (the active revision included) decides how
+    /// many past revisions keep their secrets from the next update on.
+    pub fn set_secret_revisions_settings(&self, settings: serde_json::Value) {
+        self.state.data().secret_revisions_settings = settings;
+    }
+
+    /// The body of `/password-expiry/settings.json`; `automatic_expiry:
+    /// true` marks a resource expired when a reader who had read its
+    /// secret loses access.
+    pub fn set_password_expiry_settings(&self, settings: serde_json::Value) {
+        self.state.data().password_expiry_settings = settings;
     }
 
     /// A resource's `modified`, as listings show it.
@@ -1107,6 +1136,8 @@ fn build_state(
                 "allow_usage_of_personal_keys": true,
                 "zero_knowledge_key_share": false,
             }),
+            secret_revisions_settings: revisions::default_settings(),
+            password_expiry_settings: expiry::default_settings(),
             metadata_keys: vec![metadata_key],
             metadata_withheld: HashSet::new(),
             verify_tokens: HashSet::new(),

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use super::metadata_keys::MetadataKey;
+use super::revisions::{Revisions, max_revisions};
 use super::seed::{MetadataMode, Recipients, SealedMetadata, par_map};
 use super::{
     Aro, DevServerError, OWNER, READ, SeedFolder, SeedResource, State, StoredFolder,
@@ -84,6 +85,11 @@ impl State {
             let created = previous.map_or_else(|| now.clone(), |r| r.created.clone());
             let permissions = seeded_permissions(previous, &seed.readers);
             let expired = previous.and_then(|r| r.expired.clone());
+            let type_id = super::seed::type_id(&seed.slug).unwrap_or_default();
+            let revisions = previous.map_or_else(
+                || Revisions::first(type_id, None, &now),
+                |r| r.revisions.clone(),
+            );
             let secrets = secrets
                 .into_iter()
                 .map(|(user, armored)| {
@@ -108,6 +114,7 @@ impl State {
                     created,
                     modified: now.clone(),
                     modified_by: None,
+                    revisions,
                 },
             );
         }
@@ -171,21 +178,29 @@ impl State {
         }))?;
         let now = self.clock.stamp();
         let mut data = self.data();
+        let max = max_revisions(&data.secret_revisions_settings);
         for ((id, secret), sealed) in changes.iter().zip(sealed) {
             let Some(r) = data.resources.get_mut(id.as_ref()) else {
                 continue;
             };
             r.seed.secret = secret.as_ref().to_string();
-            for (user, armored) in sealed {
-                let row = r.secrets.entry(user).or_insert_with(|| StoredSecret {
-                    id: new_id(),
-                    data: String::new(),
-                    created: now.clone(),
-                    modified: now.clone(),
-                });
-                row.data = armored;
-                row.modified = now.clone();
-            }
+            // An edit, as through the update endpoint: new secret rows in
+            // a new revision, the old ones soft-deleted.
+            let new: HashMap<String, StoredSecret> = sealed
+                .into_iter()
+                .map(|(user, armored)| {
+                    let row = StoredSecret {
+                        id: new_id(),
+                        data: armored,
+                        created: now.clone(),
+                        modified: now.clone(),
+                    };
+                    (user, row)
+                })
+                .collect();
+            let old = std::mem::replace(&mut r.secrets, new);
+            let type_id = super::seed::type_id(&r.seed.slug).unwrap_or_default();
+            r.revisions.replace(old, type_id, None, &now, max);
             r.modified = now.clone();
         }
         Ok(())

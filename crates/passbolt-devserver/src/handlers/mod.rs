@@ -8,6 +8,7 @@
 mod auth;
 mod mfa;
 mod resources;
+mod revisions;
 mod write;
 
 use std::sync::Arc;

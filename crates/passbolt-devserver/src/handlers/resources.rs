@@ -19,6 +19,9 @@ pub(super) fn read(state: &State, path: &str, query: &Query, user_id: &str) -> R
     if let Some(r) = super::write::read(state, path, query, user_id) {
         return r;
     }
+    if let Some(r) = super::revisions::read(state, path, query, user_id) {
+        return r;
+    }
     match path {
         "/users/me.json" => me(state, path, query, user_id),
         "/resource-types.json" => success(state, path,
@@ -160,7 +163,13 @@ pub(super) fn resources_index(state: &State, path: &str, query: &Query, user_id:
                 .any(|f| f.as_deref() == r.seed.folder_id.as_deref())
         })
     })
-    .map(|r| resource_json(r, user_id, with_secret, &mut read))
+    .map(|r| {
+        let mut v = resource_json(r, user_id, with_secret, &mut read);
+        if query.contains("permission") {
+            v["permission"] = permission_json(r, &data.groups, user_id);
+        }
+        v
+    })
     .collect();
     let items = listing_faults(items, &data.faults);
     log_secret_reads(&mut data, user_id, read);
@@ -205,7 +214,13 @@ pub(super) fn resource_view(
         .resources
         .get(&id.to_ascii_lowercase())
         .filter(|r| r.seed.readers.iter().any(|u| u == user_id))
-        .map(|r| resource_json(r, user_id, query.contains("secret"), &mut read));
+        .map(|r| {
+            let mut v = resource_json(r, user_id, query.contains("secret"), &mut read);
+            if query.contains("permission") {
+                v["permission"] = permission_json(r, &data.groups, user_id);
+            }
+            v
+        });
     log_secret_reads(&mut data, user_id, read);
     drop(data);
     match item {
@@ -230,11 +245,11 @@ pub(super) fn secret_view(state: &State, path: &str, id: &str, user_id: &str) ->
     }
     let id = id.to_ascii_lowercase();
     let mut data = state.data();
-    let secret = data
-        .resources
-        .get(&id)
-        .and_then(|r| r.secrets.get(user_id))
-        .map(|s| secret_json(s, &id, user_id));
+    let secret = data.resources.get(&id).and_then(|r| {
+        r.secrets
+            .get(user_id)
+            .map(|s| secret_json(s, &id, user_id, &r.revisions.active.id))
+    });
     if secret.is_some() {
         log_secret_reads(&mut data, user_id, vec![id]);
     }
@@ -250,6 +265,36 @@ pub(super) fn secret_view(state: &State, path: &str, id: &str, user_id: &str) ->
     }
 }
 
+/// `contain[permission]`: the caller's highest permission on `r`, direct
+/// or through a group (`type` 1 read, 7 update, 15 owner).
+fn permission_json(
+    r: &StoredResource,
+    groups: &indexmap::IndexMap<String, crate::Group>,
+    user_id: &str,
+) -> Value {
+    let kind = crate::store::permission_of(&r.permissions, groups, user_id);
+    let row = r.permissions.iter().find(|p| {
+        Some(p.kind) == kind
+            && match &p.aro {
+                crate::Aro::User(u) => u == user_id,
+                crate::Aro::Group(g) => groups
+                    .get(g)
+                    .is_some_and(|g| g.members.iter().any(|m| m == user_id)),
+            }
+    });
+    match row {
+        Some(p) => {
+            let (aro, key) = match &p.aro {
+                crate::Aro::User(u) => ("User", u),
+                crate::Aro::Group(g) => ("Group", g),
+            };
+            json!({"id": p.id, "aco": "Resource", "aco_foreign_key": r.seed.id,
+                   "aro": aro, "aro_foreign_key": key, "type": p.kind})
+        }
+        None => Value::Null,
+    }
+}
+
 pub(super) fn log_secret_reads(data: &mut crate::Data, user_id: &str, resource_ids: Vec<String>) {
     data.events.extend(
         resource_ids
@@ -261,10 +306,15 @@ pub(super) fn log_secret_reads(data: &mut crate::Data, user_id: &str, resource_i
     );
 }
 
-pub(super) fn secret_json(s: &crate::StoredSecret, resource_id: &str, user_id: &str) -> Value {
+pub(super) fn secret_json(
+    s: &crate::StoredSecret,
+    resource_id: &str,
+    user_id: &str,
+    revision_id: &str,
+) -> Value {
     json!({
         "id": s.id, "user_id": user_id, "resource_id": resource_id, "data": s.data,
-        "created": s.created, "modified": s.modified,
+        "secret_revision_id": revision_id, "created": s.created, "modified": s.modified,
     })
 }
 
@@ -305,7 +355,7 @@ pub(super) fn resource_json(
         let secrets: Vec<Value> = r
             .secrets
             .get(user_id)
-            .map(|secret| secret_json(secret, &s.id, user_id))
+            .map(|secret| secret_json(secret, &s.id, user_id, &r.revisions.active.id))
             .into_iter()
             .collect();
         if !secrets.is_empty() {

@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::*;
+use crate::revisions::{Revisions, max_revisions};
 use crate::seed::{MetadataMode, SeedResource, gpgkey_id};
 use crate::store::{access, permission_of};
 use crate::{Aro, Data, OWNER, StoredPermission, StoredSecret, UPDATE};
@@ -80,11 +81,10 @@ pub(super) fn read(state: &State, path: &str, query: &Query, user_id: &str) -> O
                 "The requested address was not found.",
             ),
         },
-        "/password-expiry/settings.json" => success(
-            state,
-            path,
-            json!({"automatic_expiry": false, "automatic_update": false}),
-        ),
+        "/password-expiry/settings.json" => {
+            let v = state.data().password_expiry_settings.clone();
+            success(state, path, v)
+        }
         "/metadata/types/settings.json" => {
             let v = state.data().metadata_types_settings.clone();
             success(state, path, v)
@@ -629,8 +629,13 @@ fn create(state: &State, path: &str, user_id: &str, body: &Value) -> Response {
         }],
         expired,
         created: now.clone(),
-        modified: now,
+        modified: now.clone(),
         modified_by: Some(user_id.to_string()),
+        revisions: Revisions::first(
+            crate::seed::type_id(slug).unwrap_or_default(),
+            Some(user_id),
+            &now,
+        ),
     };
     let mut data = state.data();
     data.resources.insert(id.clone(), stored);
@@ -782,6 +787,7 @@ fn update(state: &State, path: &str, id: &str, user_id: &str, body: &Value) -> R
         }
     }
     let mut data = state.data();
+    let max = max_revisions(&data.secret_revisions_settings);
     let r = data.resources.get_mut(&id).expect("checked above");
     r.seed = seed_update;
     if v5 {
@@ -790,7 +796,7 @@ fn update(state: &State, path: &str, id: &str, user_id: &str, body: &Value) -> R
         r.metadata = None;
     }
     if let Some(secrets) = secrets {
-        r.secrets = secrets
+        let new = secrets
             .iter()
             .map(|s| {
                 (
@@ -807,6 +813,10 @@ fn update(state: &State, path: &str, id: &str, user_id: &str, body: &Value) -> R
                 )
             })
             .collect();
+        // Old secrets are soft-deleted with their revision (§3.4).
+        let old = std::mem::replace(&mut r.secrets, new);
+        let type_id = crate::seed::type_id(slug).unwrap_or_default();
+        r.revisions.replace(old, type_id, Some(user_id), &now, max);
     }
     if let Some(e) = body.get("expired") {
         r.expired = e.as_str().map(str::to_string);
@@ -1026,6 +1036,8 @@ fn share(
     }
     let readers = r.seed.readers.clone();
     r.secrets.retain(|u, _| readers.contains(u));
+    let lost: Vec<String> = removed.into_iter().cloned().collect();
+    crate::expiry::after_access_lost(&mut data, &id, &lost, state.clock.now());
     drop(data);
     envelope(state, StatusCode::OK, path, OK, Value::Null)
 }

@@ -6,4 +6,5 @@ mod common {
 }
 
 mod fidelity;
+mod revisions;
 mod write;
