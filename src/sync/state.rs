@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::runtime::private_file::{self, PrivateFileError};
 use crate::sync::plan::{Output, PlannedTarget};
 
 const VERSION: u32 = 1;
@@ -194,38 +195,17 @@ impl Store {
             path: self.path.clone(),
             detail,
         };
-        let meta = match std::fs::symlink_metadata(&self.path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
+        let bytes = match private_file::read(&self.path, MAX_BYTES) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(PrivateFileError::Io(source)) => {
                 return Err(StateError::Io {
                     path: self.path.clone(),
                     source,
                 });
             }
+            Err(PrivateFileError::Unsafe(detail)) => return Err(invalid(detail)),
         };
-        if !meta.file_type().is_file() {
-            return Err(invalid("not a regular file".into()));
-        }
-        if meta.uid() != nix::unistd::geteuid().as_raw() {
-            return Err(invalid(format!(
-                "owned by uid {}, not by this process",
-                meta.uid()
-            )));
-        }
-        if meta.mode() & 0o077 != 0 {
-            return Err(invalid(format!(
-                "mode {:04o}: readable or writable by others",
-                meta.mode() & 0o7777
-            )));
-        }
-        if meta.len() > MAX_BYTES {
-            return Err(invalid(format!("larger than {MAX_BYTES} bytes")));
-        }
-        let bytes = std::fs::read(&self.path).map_err(|source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
         let file: StateFile = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(format!("not a state file of this version: {e}")))?;
         if file.version != VERSION {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::config::{Field, Rotate};
+use crate::runtime::private_file::{self, PrivateFileError};
 use crate::sync::state::sha256_hex;
 use passbolt_client::secret::Secret;
 
@@ -249,47 +250,19 @@ impl Recovery {
     }
 }
 
-/// The file's bytes when it is there, a regular file of this process's
-/// user that nobody else may read or write; `None` when it is absent.
+/// The file's bytes when it is there and only this process's user may
+/// have written it; `None` when it is absent.
 fn read_safely(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, RecoveryError> {
-    let invalid = |detail: String| RecoveryError::Invalid {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(RecoveryError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    if !meta.file_type().is_file() {
-        return Err(invalid("not a regular file".into()));
-    }
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(invalid(format!(
-            "owned by uid {}, not by this process",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(invalid(format!(
-            "mode {:04o}: readable or writable by others",
-            meta.mode() & 0o7777
-        )));
-    }
-    if meta.len() > MAX_BYTES {
-        return Err(invalid(format!("larger than {MAX_BYTES} bytes")));
-    }
-    std::fs::read(path)
-        .map(|b| Some(Zeroizing::new(b)))
-        .map_err(|source| RecoveryError::Io {
+    private_file::read(path, MAX_BYTES).map_err(|e| match e {
+        PrivateFileError::Io(source) => RecoveryError::Io {
             path: path.to_path_buf(),
             source,
-        })
+        },
+        PrivateFileError::Unsafe(detail) => RecoveryError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        },
+    })
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
