@@ -80,6 +80,27 @@ pub(super) fn envelope(
     resp
 }
 
+/// 400 for a resource id that is not a UUID, worded as passbolt words it.
+pub(super) fn invalid_resource_id(state: &State, path: &str) -> Response {
+    error(
+        state,
+        StatusCode::BAD_REQUEST,
+        path,
+        "The resource identifier should be a valid UUID.",
+    )
+}
+
+/// 404 for a resource this user cannot see (or that is gone): passbolt
+/// tells the two apart for no one.
+pub(super) fn no_such_resource(state: &State, path: &str) -> Response {
+    error(
+        state,
+        StatusCode::NOT_FOUND,
+        path,
+        "The resource does not exist.",
+    )
+}
+
 pub(super) fn error(state: &State, status: StatusCode, path: &str, message: &str) -> Response {
     envelope(state, status, path, message, Value::String(String::new()))
 }

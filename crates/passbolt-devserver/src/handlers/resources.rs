@@ -201,12 +201,7 @@ pub(super) fn resource_view(
     user_id: &str,
 ) -> Response {
     if !is_uuid(id) {
-        return error(
-            state,
-            StatusCode::BAD_REQUEST,
-            path,
-            "The resource identifier should be a valid UUID.",
-        );
+        return invalid_resource_id(state, path);
     }
     let mut data = state.data();
     let mut read = Vec::new();
@@ -225,23 +220,13 @@ pub(super) fn resource_view(
     drop(data);
     match item {
         Some(v) => success(state, path, v),
-        None => error(
-            state,
-            StatusCode::NOT_FOUND,
-            path,
-            "The resource does not exist.",
-        ),
+        None => no_such_resource(state, path),
     }
 }
 
 pub(super) fn secret_view(state: &State, path: &str, id: &str, user_id: &str) -> Response {
     if !is_uuid(id) {
-        return error(
-            state,
-            StatusCode::BAD_REQUEST,
-            path,
-            "The resource identifier should be a valid UUID.",
-        );
+        return invalid_resource_id(state, path);
     }
     let id = id.to_ascii_lowercase();
     let mut data = state.data();

@@ -25,12 +25,7 @@ pub(super) fn read(state: &State, path: &str, query: &Query, user_id: &str) -> O
 
 fn of_resource(state: &State, path: &str, query: &Query, id: &str, user_id: &str) -> Response {
     if !is_uuid(id) {
-        return error(
-            state,
-            StatusCode::BAD_REQUEST,
-            path,
-            "The resource identifier should be a valid UUID.",
-        );
+        return invalid_resource_id(state, path);
     }
     let id = id.to_ascii_lowercase();
     let with_secret = query.contains("secret");
@@ -38,21 +33,11 @@ fn of_resource(state: &State, path: &str, query: &Query, id: &str, user_id: &str
     let mut data = state.data();
     let Some(r) = data.resources.get(&id) else {
         drop(data);
-        return error(
-            state,
-            StatusCode::NOT_FOUND,
-            path,
-            "The resource does not exist.",
-        );
+        return no_such_resource(state, path);
     };
     if crate::store::permission_of(&r.permissions, &data.groups, user_id).is_none() {
         drop(data);
-        return error(
-            state,
-            StatusCode::NOT_FOUND,
-            path,
-            "The resource does not exist.",
-        );
+        return no_such_resource(state, path);
     }
     let kept = usize::try_from(max_revisions(&data.secret_revisions_settings) - 1).unwrap_or(0);
     let mut rows: Vec<(&Revision, Option<&StoredSecret>)> =

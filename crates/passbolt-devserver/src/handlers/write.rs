@@ -654,12 +654,7 @@ fn create(state: &State, path: &str, user_id: &str, body: &Value) -> Response {
 
 fn update(state: &State, path: &str, id: &str, user_id: &str, body: &Value) -> Response {
     if !is_uuid(id) {
-        return error(
-            state,
-            StatusCode::BAD_REQUEST,
-            path,
-            "The resource identifier should be a valid UUID.",
-        );
+        return invalid_resource_id(state, path);
     }
     let id = id.to_ascii_lowercase();
     let v5 = match payload_shape(state, path, body) {
@@ -911,12 +906,7 @@ fn share(
     dry_run: bool,
 ) -> Response {
     if !is_uuid(id) {
-        return error(
-            state,
-            StatusCode::BAD_REQUEST,
-            path,
-            "The resource identifier should be a valid UUID.",
-        );
+        return invalid_resource_id(state, path);
     }
     let id = id.to_ascii_lowercase();
     let changes = match body.get("permissions") {
