@@ -122,6 +122,15 @@ mod tests {
     }
 
     #[test]
+    fn a_server_is_trusted_when_root_or_this_user() {
+        let me = Uid::effective().as_raw();
+        assert!(trusted_server(0));
+        assert!(trusted_server(me));
+        let other = if me == 65534 { 65533 } else { 65534 };
+        assert!(!trusted_server(other));
+    }
+
+    #[test]
     fn an_unknown_group_is_named() {
         let e = PeerPolicy::own_user()
             .with_group("no-such-group-passbolt-sync")
