@@ -550,3 +550,60 @@ async fn a_read_only_account_is_refused_before_anything_changes() {
     assert!(s.recovery_files().is_empty());
     assert_eq!(server.modified(ID), before);
 }
+
+/// Under `exec`, a rotation reaches the child: it is restarted once with
+/// the applied value in its environment, and nothing else of the rotation
+/// changes (stored for every user, the recovery file gone).
+#[tokio::test(flavor = "multi_thread")]
+async fn under_exec_the_child_is_restarted_once_with_the_rotated_value() {
+    let server = devserver(Options::default()).await;
+    server.set_expired(ID, Some("2020-01-01T00:00:00+00:00"));
+    let old = password_of(&server, "admin", ID).await;
+    let s = Setup::new(&server, "when: expired", Script::Record);
+    let mut yaml = std::fs::read_to_string(&s.config).unwrap();
+    yaml.push_str(&format!(
+        "exec:\n  env:\n    DB: {{ resource: {ID} }}\n  debounce: 100ms\n"
+    ));
+    std::fs::write(&s.config, yaml).unwrap();
+    let starts = s.path("starts");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_passbolt-sync"));
+    cmd.args(["exec", "-c", s.config.to_str().unwrap(), "--", "sh", "-c"])
+        .arg(format!(
+            "printf '%s\\n' \"$DB\" >> {}; exec sleep 60",
+            starts.display()
+        ))
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM");
+    for (k, v) in ENV {
+        cmd.env(k, v);
+    }
+    let d = Daemon::spawn(cmd);
+    eventually(Duration::from_secs(30), "the rotation", || {
+        s.applied().len() == 1 && server.expired(ID).is_none() && s.recovery_files().is_empty()
+    })
+    .await;
+    let new = s.applied()[0]["new"].as_str().unwrap().to_string();
+    let lines = || {
+        std::fs::read_to_string(&starts)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(15), "the child restarted", || {
+        lines().last() == Some(&new)
+    })
+    .await;
+    // Started with the old value (or, had the rotation come first, with
+    // the new one only), restarted once, never with the old after the new.
+    let seen = lines();
+    assert!(
+        seen == [old.clone(), new.clone()] || seen == [new.clone()],
+        "{seen:?}"
+    );
+    for who in ["admin", "bob"] {
+        assert_eq!(password_of(&server, who, ID).await, new, "{who}");
+    }
+    let (_, log) = d.stop().await;
+    assert_no_value(&log, &[&old, &new], "the exec log");
+}
