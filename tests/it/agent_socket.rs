@@ -429,3 +429,39 @@ async fn an_unknown_socket_group_stops_the_daemon_with_exit_2() {
     assert!(!text(&out).1.contains("not answered by a daemon"));
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_that_cannot_be_bound_is_a_warning_unless_asked_for() {
+    let host = Host::new("").await;
+    // Longer than a Unix socket's path may be (108 bytes).
+    let deep = host.dir.path().join("r".repeat(120));
+    let env = [
+        ("RUNTIME_DIRECTORY", deep.to_str().unwrap()),
+        ("RUST_LOG", "passbolt_sync=info"),
+    ];
+    let d = Daemon::start(&host.config, &env).await;
+    assert!(
+        d.wait_log("first sync complete", 1, Duration::from_secs(30))
+            .await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("get and env log in themselves"),
+        "{}",
+        d.log()
+    );
+    d.stop().await;
+
+    let mut yaml = std::fs::read_to_string(&host.config).unwrap();
+    yaml.push_str("agent:\n  socket: true\n");
+    std::fs::write(&host.config, yaml).unwrap();
+    let out = cli(&["run", "-c", host.config.to_str().unwrap()], &env).await;
+    let (_, log) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("cannot listen on"), "{log}");
+    assert!(
+        log.contains("agent.socket: false runs the daemon without it"),
+        "{log}"
+    );
+}

@@ -70,8 +70,20 @@ impl LocalSocket {
             path: path.clone(),
             source,
         };
-        let listener = bind(dir, &path, policy.group()).map_err(listen_error)?;
-        let listener = UnixListener::from_std(listener).map_err(listen_error)?;
+        let bound = bind(dir, &path, policy.group())
+            .and_then(UnixListener::from_std)
+            .map_err(listen_error);
+        let listener = match bound {
+            Ok(listener) => listener,
+            // On by default, it only saves work: a host where it cannot be
+            // bound (a path too long for a socket, say) still syncs, and
+            // `get` logs in itself. Asked for, it must be there.
+            Err(e) if agent.socket.is_none() => {
+                tracing::warn!("{e}; get and env log in themselves");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         tracing::info!(socket = %path.display(), "answering get and env on the local socket");
         let accept = tokio::spawn(accept_loop(listener, service.clone(), Arc::new(policy)));
         Ok(Some(LocalSocket { path, accept }))
