@@ -549,20 +549,8 @@ impl Client {
         for batch in self.batches_of(parents, api::HAS_PARENT_PARAM) {
             keep(api::resources_in(&self.session, batch).await?);
         }
-        let parents_of: Vec<Option<String>> =
-            rows.iter().map(|r| r.folder_parent_id.clone()).collect();
-        let (decoded, failures) = self.decode_rows(rows).await?;
         let paths = self.known_paths.lock().expect("not poisoned").clone();
-        let resources = decoded
-            .into_iter()
-            .zip(parents_of)
-            .filter_map(|(item, parent)| {
-                let (mut resource, _) = item?;
-                resource.folder = parent.and_then(|p| paths.get(&p).cloned());
-                Some(resource)
-            })
-            .collect();
-        Ok(Listing::new(resources, failures, servertime))
+        self.listing(rows, servertime, &paths).await
     }
 
     /// The ids of the folders whose path is `path`, as of the last listing
@@ -685,13 +673,24 @@ impl Client {
         servertime: Option<i64>,
         folder_paths: bool,
     ) -> Result<Listing, ClientError> {
-        let parents: Vec<Option<String>> =
-            rows.iter().map(|r| r.folder_parent_id.clone()).collect();
-        let paths = if folder_paths && parents.iter().any(Option::is_some) {
+        let paths = if folder_paths && rows.iter().any(|r| r.folder_parent_id.is_some()) {
             self.folder_paths().await?
         } else {
             HashMap::new()
         };
+        self.listing(rows, servertime, &paths).await
+    }
+
+    /// Decodes `rows` into a listing, each resource in the folder path
+    /// `paths` gives its parent (none for a parent it does not name).
+    async fn listing(
+        &self,
+        rows: Vec<model::Resource>,
+        servertime: Option<i64>,
+        paths: &HashMap<String, String>,
+    ) -> Result<Listing, ClientError> {
+        let parents: Vec<Option<String>> =
+            rows.iter().map(|r| r.folder_parent_id.clone()).collect();
         let (decoded, failures) = self.decode_rows(rows).await?;
         let resources = decoded
             .into_iter()
