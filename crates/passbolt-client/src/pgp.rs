@@ -326,12 +326,7 @@ impl PrivateKey {
         recipient: &PublicKey,
         plaintext: &[u8],
     ) -> Result<String, PgpError> {
-        let signer = self.signer.clone().ok_or_else(|| PgpError::NoUsableKey {
-            fingerprint: self.fingerprint(),
-            purpose: "signing",
-        })?;
-        self.operations.fetch_add(1, Ordering::Relaxed);
-        encrypt(recipient, Some(signer), plaintext)
+        self.encrypt_and_sign_dated(recipient, plaintext, None)
     }
 
     /// `encrypt_and_sign` with the signature dated `at` rather than now:
@@ -343,12 +338,22 @@ impl PrivateKey {
         plaintext: &[u8],
         at: std::time::SystemTime,
     ) -> Result<String, PgpError> {
+        self.encrypt_and_sign_dated(recipient, plaintext, Some(at))
+    }
+
+    /// The signature dated `at`, or now.
+    fn encrypt_and_sign_dated(
+        &self,
+        recipient: &PublicKey,
+        plaintext: &[u8],
+        at: Option<std::time::SystemTime>,
+    ) -> Result<String, PgpError> {
         let signer = self.signer.clone().ok_or_else(|| PgpError::NoUsableKey {
             fingerprint: self.fingerprint(),
             purpose: "signing",
         })?;
         self.operations.fetch_add(1, Ordering::Relaxed);
-        encrypt_inner(recipient, Some((signer, Some(at))), plaintext)
+        encrypt_inner(recipient, Some((signer, at)), plaintext)
     }
 
     /// Signs `text` as a cleartext-signed message (`gpg --clearsign`), the
