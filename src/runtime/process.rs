@@ -95,6 +95,15 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     command
 }
 
+/// How a child ended, in words: "exit code N" or "killed by signal N".
+pub fn describe(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
 /// Makes the child of `command` the foreground process group of the
 /// terminal on stdin, when this process's group is: a child in its own
 /// group would otherwise be stopped (SIGTTIN) as soon as it read from the

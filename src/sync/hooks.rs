@@ -7,7 +7,6 @@
 //! output can contain secrets, so it is logged at DEBUG only and never put
 //! into an error.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -26,9 +25,9 @@ pub const TARGET_ENV: &str = "PASSBOLT_SYNC_TARGET";
 /// so that a chatty hook never blocks on a full pipe.
 const OUTPUT_LIMIT: usize = 64 * 1024;
 
-/// How long output is still collected after the hook exited, for children
-/// it left behind that hold the pipes open.
-const DRAIN_GRACE: Duration = Duration::from_millis(200);
+/// How long output is still collected after the hook (or `apply`) exited,
+/// for children it left behind that hold the pipes open.
+pub const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 /// A hook that ran and exited successfully.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,16 +60,26 @@ pub enum HookError {
     #[error("hook for {} timed out after {after:?} and was killed", .target.display())]
     TimedOut { target: PathBuf, after: Duration },
 
-    #[error("hook for {} failed: {}", .target.display(), describe(.status))]
+    #[error("hook for {} failed: {}", .target.display(), process::describe(.status))]
     Failed { target: PathBuf, status: ExitStatus },
 }
 
-fn describe(status: &ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        _ => status.to_string(),
-    }
+/// The child of `cmd` (an argv, or a script for `/bin/sh -c`), set up
+/// by [`process::command`]; `None` for an empty argv.
+pub fn command(cmd: &HookCommand) -> Option<tokio::process::Command> {
+    Some(match cmd {
+        HookCommand::Argv(argv) => {
+            let (program, args) = argv.split_first()?;
+            let mut c = process::command(program);
+            c.args(args);
+            c
+        }
+        HookCommand::Shell(script) => {
+            let mut c = process::command(SHELL);
+            c.arg("-c").arg(script);
+            c
+        }
+    })
 }
 
 /// Runs `cmd` for the changed file `target`, as a child set up by
@@ -84,22 +93,10 @@ pub async fn run(
     timeout: Duration,
     target: &Path,
 ) -> Result<HookOutcome, HookError> {
-    let mut command = match cmd {
-        HookCommand::Argv(argv) => {
-            let Some((program, args)) = argv.split_first() else {
-                return Err(HookError::EmptyCommand {
-                    target: target.to_owned(),
-                });
-            };
-            let mut c = process::command(program);
-            c.args(args);
-            c
-        }
-        HookCommand::Shell(script) => {
-            let mut c = process::command(SHELL);
-            c.arg("-c").arg(script);
-            c
-        }
+    let Some(mut command) = command(cmd) else {
+        return Err(HookError::EmptyCommand {
+            target: target.to_owned(),
+        });
     };
     command
         .env(TARGET_ENV, target)
@@ -143,7 +140,7 @@ pub async fn run(
         tracing::info!(target_path = %target.display(), elapsed = ?elapsed, "hook succeeded");
         Ok(HookOutcome { status, elapsed })
     } else {
-        tracing::warn!(target_path = %target.display(), status = %describe(&status), "hook failed");
+        tracing::warn!(target_path = %target.display(), status = %process::describe(&status), "hook failed");
         Err(HookError::Failed {
             target: target.to_owned(),
             status,

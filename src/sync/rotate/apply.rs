@@ -9,7 +9,6 @@
 //! stderr are read and thrown away, only their sizes logged: a script
 //! that echoes its input would otherwise put both values in the journal.
 
-use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,9 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
-use crate::config::{Apply, Field, HookCommand, values::SHELL};
+use crate::config::{Apply, Field};
 use crate::runtime::process::{self, WaitError};
+use crate::sync::hooks;
 use passbolt_client::secret::Secret;
 
 /// The version of the JSON `apply` reads.
@@ -28,10 +28,6 @@ pub const INPUT_VERSION: u32 = 1;
 /// rotated, never a value.
 pub const RESOURCE_ENV: &str = "PASSBOLT_SYNC_RESOURCE_ID";
 pub const FIELD_ENV: &str = "PASSBOLT_SYNC_FIELD";
-
-/// How long output is still drained after the child exited, for children
-/// it left behind that hold the pipes open.
-const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 /// What `apply` is told.
 pub struct ApplyInput<'a> {
@@ -86,33 +82,13 @@ pub enum ApplyError {
     Wait(#[source] std::io::Error),
     #[error("apply timed out after {0:?}; its process group was killed")]
     TimedOut(Duration),
-    #[error("apply failed: {}", describe(.0))]
+    #[error("apply failed: {}", process::describe(.0))]
     Failed(ExitStatus),
-}
-
-fn describe(status: &ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        _ => status.to_string(),
-    }
 }
 
 /// Runs `apply` with `input` on its stdin; `Ok` once it exited 0.
 pub async fn run(apply: &Apply, input: &ApplyInput<'_>) -> Result<Duration, ApplyError> {
-    let mut command = match &apply.command {
-        HookCommand::Argv(argv) => {
-            let (program, args) = argv.split_first().expect("checked when the config is read");
-            let mut c = process::command(program);
-            c.args(args);
-            c
-        }
-        HookCommand::Shell(script) => {
-            let mut c = process::command(SHELL);
-            c.arg("-c").arg(script);
-            c
-        }
-    };
+    let mut command = hooks::command(&apply.command).expect("checked when the config is read");
     command
         .env(RESOURCE_ENV, input.resource_id)
         .env(FIELD_ENV, input.field.to_string())
@@ -160,7 +136,7 @@ async fn count<R: AsyncRead + Unpin>(stream: Option<R>) -> u64 {
 }
 
 async fn log_output(stdout: tokio::task::JoinHandle<u64>, stderr: tokio::task::JoinHandle<u64>) {
-    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    let deadline = tokio::time::Instant::now() + hooks::DRAIN_GRACE;
     let mut sizes = [None, None];
     for (slot, handle) in sizes.iter_mut().zip([stdout, stderr]) {
         let abort = handle.abort_handle();
