@@ -18,13 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::watch;
+use tokio::sync::{MutexGuard, watch};
 
 use crate::agent::metrics::RotationResult;
 use crate::agent::service::Service;
 use crate::config::{Config, Rotate};
 use crate::runtime::backoff::Backoff;
 use crate::runtime::schedule::Schedule;
+use crate::sync::held::Held;
 use crate::sync::plan::Plan;
 use crate::sync::rotate::history::History;
 use crate::sync::rotate::recovery::{Pending, Phase, Recovery};
@@ -197,7 +198,7 @@ impl Ctx<'_> {
             return Some(at);
         }
         run.next_due = None;
-        let mut held = self.service.held().lock().await;
+        let held = self.service.held().lock().await;
         match rotate::begin(self.client, self.r, self.recovery, run.last).await {
             Ok(Begun::NotDue(due)) => {
                 drop(held);
@@ -209,12 +210,7 @@ impl Ctx<'_> {
                 due.next
             }
             Ok(Begun::Applied(p)) => {
-                let report = rotate::put_in_use(self.plan, &mut held, &p).await;
-                drop(held);
-                self.service
-                    .observer()
-                    .targets_rendered(self.plan, &report)
-                    .await;
+                self.put_in_use(held, &p).await;
                 run.pending = Some(p.clone());
                 self.store(run, p).await
             }
@@ -223,6 +219,17 @@ impl Ctx<'_> {
                 self.failed(RotationResult::Failed, e).await
             }
         }
+    }
+
+    /// Puts `p` in use (`rotate::put_in_use`), releases what the passes
+    /// hold, and books the targets it rendered.
+    async fn put_in_use(&self, mut held: MutexGuard<'_, Held>, p: &Pending) {
+        let report = rotate::put_in_use(self.plan, &mut held, p).await;
+        drop(held);
+        self.service
+            .observer()
+            .targets_rendered(self.plan, &report)
+            .await;
     }
 
     /// A value applied (or being applied) and not stored: the conflict
@@ -244,7 +251,7 @@ impl Ctx<'_> {
             return None;
         }
         let p = {
-            let mut held = self.service.held().lock().await;
+            let held = self.service.held().lock().await;
             let p = match rotate::reapply(self.r, self.recovery, p).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -253,12 +260,7 @@ impl Ctx<'_> {
                 }
             };
             if held.pending(&p.resource_id, &p.field).is_none() {
-                let report = rotate::put_in_use(self.plan, &mut held, &p).await;
-                drop(held);
-                self.service
-                    .observer()
-                    .targets_rendered(self.plan, &report)
-                    .await;
+                self.put_in_use(held, &p).await;
             }
             p
         };
