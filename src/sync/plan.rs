@@ -46,6 +46,20 @@ pub struct PlannedEnv {
 }
 
 impl PlannedEnv {
+    /// The `exec:` section's environment, if the config has one: what
+    /// `Plan::build` plans, without planning (or reading the templates of)
+    /// the targets.
+    pub fn of(config: &Config) -> Option<PlannedEnv> {
+        config.exec.as_ref().map(|e| PlannedEnv {
+            vars: Vars {
+                named: e.env.clone().unwrap_or_default(),
+                folder: e.folder.clone(),
+                folder_field: e.folder_field(),
+            },
+            schedule: config.exec_schedule(),
+        })
+    }
+
     pub fn key(&self) -> &Path {
         Path::new(EXEC_ENV_KEY)
     }
@@ -167,18 +181,10 @@ impl Plan {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let exec_env = config.exec.as_ref().map(|e| PlannedEnv {
-            vars: Vars {
-                named: e.env.clone().unwrap_or_default(),
-                folder: e.folder.clone(),
-                folder_field: e.folder_field(),
-            },
-            schedule: config.exec_schedule(),
-        });
         Ok(Plan {
             targets,
             full_sync_every: config.full_sync_every.filter(|d| !d.is_zero()),
-            exec_env,
+            exec_env: PlannedEnv::of(config),
             rotations: config.rotate.clone(),
             rotation_schedule: config.exec_schedule(),
         })

@@ -22,7 +22,7 @@ use crate::agent::service::Service;
 use crate::config::{self, EXEC_ENV_KEY, Field, Selector, VarSpec};
 use crate::runtime::peer::{PeerPolicy, UnknownGroup};
 use crate::sync::LookupError;
-use crate::sync::plan::{Plan, Vars};
+use crate::sync::plan::{PlannedEnv, Vars};
 
 /// A peer has this long to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -267,13 +267,10 @@ async fn lookup(service: &Service, ask: &Ask) -> Result<(PathBuf, Vars), Outcome
         Ask::Env => {
             // `run` plans without the exec environment; `env` asks for it.
             let (config, _, _) = service.snapshot().await;
-            let env = Plan::build(&config)
-                .ok()
-                .and_then(|plan| plan.exec_env)
-                .ok_or_else(|| Outcome::Error {
-                    message: LookupError::NoExecSection.to_string(),
-                    exit_code: 1,
-                })?;
+            let env = PlannedEnv::of(&config).ok_or_else(|| Outcome::Error {
+                message: LookupError::NoExecSection.to_string(),
+                exit_code: 1,
+            })?;
             Ok((PathBuf::from(EXEC_ENV_KEY), env.vars))
         }
     }
