@@ -36,6 +36,18 @@ fn challenges(server: &DevServer) -> usize {
         .count()
 }
 
+/// Every request served so far, as "METHOD /path".
+fn requests(server: &DevServer) -> Vec<String> {
+    server
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Request { method, path, .. } => Some(format!("{method} {path}")),
+            _ => None,
+        })
+        .collect()
+}
+
 fn settings_requests(server: &DevServer) -> usize {
     server
         .events()
@@ -193,14 +205,7 @@ async fn the_check_is_one_settings_request_per_process() {
     client.list(false).await.unwrap();
     assert_eq!(server.count_logins(), 4);
     assert_eq!(settings_requests(&server), 1, "not before a re-login");
-    let mut paths: Vec<String> = server
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Request { method, path, .. } => Some(format!("{method} {path}")),
-            _ => None,
-        })
-        .collect();
+    let mut paths = requests(&server);
     paths.truncate(first_login);
     eprintln!("COST first login: {first_login} requests: {paths:?}");
     assert_eq!(
@@ -227,14 +232,7 @@ async fn a_prepared_login_asks_each_first_request_once_and_a_failure_is_the_logi
     assert_eq!(prepared, 2, "the server key and the settings, nothing else");
     client.set_key(shared_key(&who));
     client.login().await.unwrap();
-    let paths: Vec<String> = server
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Request { method, path, .. } => Some(format!("{method} {path}")),
-            _ => None,
-        })
-        .collect();
+    let paths = requests(&server);
     let mut first_two = paths[..2].to_vec();
     first_two.sort();
     assert_eq!(first_two, ["GET /auth/verify.json", "GET /settings.json"]);
