@@ -40,6 +40,26 @@ pub async fn cli(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     cmd.output().await.expect("the binary runs")
 }
 
+/// Runs `cmd` to its end; panics, with its output, unless it succeeded.
+pub fn run(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// What `cmd` printed on stdout; panics unless it succeeded.
+pub fn stdout(cmd: &mut std::process::Command) -> String {
+    String::from_utf8(run(cmd).stdout).unwrap()
+}
+
 pub fn text(out: &std::process::Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -22,11 +22,13 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use passbolt_devserver::seed::ids;
 use serde_json::Value;
+
+use crate::common::{run, stdout};
 
 /// What the image's user is, in the Containerfile and in the docs.
 const UID: u32 = 10001;
@@ -50,24 +52,6 @@ struct Image {
     bundle: PathBuf,
     /// Whether it was built around the release binary, not the test one.
     release: bool,
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(run(cmd).stdout).unwrap()
 }
 
 fn image() -> &'static Image {

@@ -8,9 +8,10 @@
 //! so that CI builds nothing twice.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::common;
+use crate::common::{run, stdout};
 
 /// The commands a user sees in `--help`: each gets its own man page and a
 /// completion entry.
@@ -33,24 +34,6 @@ const COMMANDS: &[&str] = &[
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_passbolt-sync")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(run(cmd).stdout).unwrap()
 }
 
 #[tokio::test]
