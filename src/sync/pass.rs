@@ -524,10 +524,9 @@ pub async fn run_pass(
     // After a restart, names and folders resolve to what the state file
     // recorded; a fresh client then learns the folder tree alone.
     let mut restored_folders = false;
-    for t in &selected {
-        if selection(&t.output).dynamic
-            && held.restore_scope(t.path(), || state::form(t), resolve_every, now)
-        {
+    // `keys` begins with the selected targets' selections, in order.
+    for (t, (_, sel)) in selected.iter().zip(&keys) {
+        if sel.dynamic && held.restore_scope(t.path(), || state::form(t), resolve_every, now) {
             restored_folders |= uses_folders(t);
         }
     }
